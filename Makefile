@@ -1,0 +1,39 @@
+# Two commands do everything on a fresh clone:
+#   make train   installs (if needed) and runs the default training job
+#   make test    installs (if needed) and runs the test suite
+# The install lands in a project-local virtual environment, .venv/.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# torch and torchvision are pinned as a pair built against the same (CUDA) torch:
+# the machine's pip also offers a CPU-only torch wheel that this torchvision cannot load.
+TORCH_PAIR := torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+
+.PHONY: install train test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet $(TORCH_PAIR)
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(PY) -c "from torchvision.ops import nms; import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'ops ok')"
+	touch $(STAMP)
+
+train: install
+	$(PY) train.py $(ARGS)
+
+test: install
+	$(PY) -m pytest $(ARGS)
+
+lint: install
+	$(PY) -m ruff check .
+
+bench: install
+	$(PY) benchmarks/charlm.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) logs .pytest_cache .ruff_cache

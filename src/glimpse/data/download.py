@@ -1,0 +1,124 @@
+"""Downloading and unpacking dataset files safely.
+
+* :func:`download_file` streams a URL into a temporary file beside the target, verifies its
+  checksum, and only then renames it into place (``os.replace`` is atomic), so an interrupted
+  or corrupted download never leaves a partial or wrong file under the final name.
+* :func:`extract_archive` unpacks tar and zip archives, refusing members that would land
+  outside the target folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+import urllib.request
+import zipfile
+from pathlib import Path
+
+from rich.progress import Progress
+
+CHUNK_BYTES = 1 << 20
+
+
+class DownloadError(RuntimeError):
+    """A download failed or produced a file whose checksum is wrong."""
+
+
+def file_digest(path: Path, algorithm: str = "md5") -> str:
+    """Hex digest of a file's bytes."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_file(path: Path, md5: str | None) -> None:
+    """Raise :class:`DownloadError` when ``path``'s md5 differs from ``md5`` (None skips)."""
+    if md5 is None:
+        return
+    actual = file_digest(path, "md5")
+    if actual != md5.lower():
+        raise DownloadError(
+            f"{path} has md5 {actual}, expected {md5}; delete it and run again to re-download."
+        )
+
+
+def download_file(url: str, destination: Path, md5: str | None = None, timeout: float = 60.0):
+    """Download ``url`` to ``destination`` unless a verified copy is already there.
+
+    Returns ``destination``. Raises :class:`DownloadError` naming the URL when the network
+    fails or the downloaded bytes do not have the expected md5; in both cases nothing is left
+    at ``destination`` and no temporary file remains.
+    """
+    destination = Path(destination)
+    if destination.exists():
+        verify_file(destination, md5)
+        return destination
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = destination.with_name(f".{destination.name}.{os.getpid()}.part")
+    digest = hashlib.md5()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with Progress(transient=True) as progress:
+                task = progress.add_task(f"Downloading {destination.name}", total=total)
+                for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    progress.advance(task, len(chunk))
+            if total is not None and out.tell() != total:
+                raise DownloadError(
+                    f"Download of {url} stopped after {out.tell()} of {total} bytes; run again."
+                )
+        if md5 is not None and digest.hexdigest() != md5.lower():
+            raise DownloadError(
+                f"Download of {url} has md5 {digest.hexdigest()}, expected {md5}; the file was "
+                "rejected. Check data.url, or download it by hand to " + str(destination) + "."
+            )
+        os.replace(partial, destination)
+    except DownloadError:
+        raise
+    except OSError as error:
+        raise DownloadError(
+            f"Could not download {url} to {destination} ({error}). Without network access, "
+            f"put the file there by hand."
+        ) from error
+    finally:
+        partial.unlink(missing_ok=True)
+    return destination
+
+
+def _inside(root: Path, member: str) -> bool:
+    target = (root / member).resolve()
+    return target == root or root in target.parents
+
+
+def extract_archive(archive: Path, destination: Path) -> Path:
+    """Unpack a ``.tar``, ``.tar.gz``, ``.tgz`` or ``.zip`` into ``destination``.
+
+    Raises ValueError naming the member when one would be written outside ``destination``
+    (absolute paths, ``..``, links pointing out), before anything is written.
+    """
+    archive, destination = Path(archive), Path(destination)
+    root = destination.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as handle:
+            for name in handle.namelist():
+                if not _inside(root, name):
+                    raise ValueError(f"{archive} holds {name!r}, which points outside {root}.")
+            handle.extractall(root)
+        return destination
+    if not tarfile.is_tarfile(archive):
+        raise ValueError(f"{archive} is neither a tar nor a zip archive.")
+    with tarfile.open(archive) as handle:
+        for member in handle.getmembers():
+            unsafe_link = (member.issym() or member.islnk()) and not _inside(
+                root, str(Path(member.name).parent / member.linkname)
+            )
+            if not _inside(root, member.name) or unsafe_link:
+                raise ValueError(f"{archive} holds {member.name!r}, which points outside {root}.")
+        handle.extractall(root, filter="data")
+    return destination

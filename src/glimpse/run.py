@@ -1,0 +1,199 @@
+"""Composing a run from a Hydra config: what ``train.py`` and ``eval.py`` call."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from glimpse.compat import IncompatibleConfigError, check_compatible
+from glimpse.data.corpora import CorpusError
+from glimpse.data.download import DownloadError
+from glimpse.utils.console import console, print_config_tree, print_metrics
+from glimpse.utils.wandb_setup import wandb_mode
+
+log = logging.getLogger(__name__)
+
+#: Errors caused by the user's config or files; the CLI prints them as one sentence.
+USER_ERRORS = (
+    IncompatibleConfigError,
+    CorpusError,
+    DownloadError,
+    FloatingPointError,
+    ValueError,
+    FileNotFoundError,
+)
+
+
+def _config_dir() -> Path:
+    for source in HydraConfig.get().runtime.config_sources:
+        if source.provider == "main":
+            return Path(source.path.removeprefix("file://"))
+    raise RuntimeError("No primary config directory in the Hydra runtime.")
+
+
+def _choice(group: str) -> str:
+    return str(HydraConfig.get().runtime.choices.get(group))
+
+
+def build_loggers(logger_cfg: DictConfig | None) -> list[Logger]:
+    """Instantiate every logger in the ``logger`` group.
+
+    A WandbLogger with ``offline: null`` runs online when credentials are configured and
+    offline otherwise (it never prompts); in a multirun its ``group`` defaults to the sweep
+    folder's name, so the runs of one sweep sit together in the wandb UI.
+    """
+    loggers: list[Logger] = []
+    for name, cfg in (logger_cfg or {}).items():
+        if not isinstance(cfg, DictConfig) or "_target_" not in cfg:
+            continue
+        if get_class(cfg._target_) is WandbLogger:
+            cfg = cfg.copy()
+            with open_dict(cfg):
+                if cfg.get("offline") is None:
+                    cfg.offline = wandb_mode() == "offline"
+                if cfg.get("group") is None and _is_multirun():
+                    cfg.group = Path(HydraConfig.get().sweep.dir).name
+        log.info("Logger %s: %s", name, cfg._target_)
+        loggers.append(instantiate(cfg))
+    return loggers
+
+
+def _is_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def build_callbacks(callbacks_cfg: DictConfig | None) -> list[L.Callback]:
+    return [
+        instantiate(cfg)
+        for cfg in (callbacks_cfg or {}).values()
+        if isinstance(cfg, DictConfig) and "_target_" in cfg
+    ]
+
+
+@rank_zero_only
+def _announce(cfg: DictConfig, output_dir: Path) -> None:
+    print_config_tree(cfg)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, output_dir / "config_resolved.yaml", resolve=True)
+    console.print(f"Run directory: {output_dir}")
+
+
+@rank_zero_only
+def _finish_loggers(loggers: list[Logger]) -> None:
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            offline_dir = Path(logger.experiment.dir).parent
+            offline = logger.experiment.settings.mode == "offline"
+            logger.experiment.finish()
+            if offline:
+                console.print(
+                    "wandb ran offline (no credentials found). Upload this run with:\n"
+                    f"  wandb sync {offline_dir}"
+                )
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit the task the config names on its data, test the best checkpoint, and return the
+    value of ``cfg.optimized_metric`` (for Optuna sweeps), or None when it was not logged."""
+    output_dir = Path(cfg.paths.output_dir)
+    check_compatible(
+        cfg.model._target_, cfg.data._target_, _config_dir(), (_choice("model"), _choice("data"))
+    )
+    _announce(cfg, output_dir)
+    L.seed_everything(cfg.seed, workers=True)
+
+    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    task = instantiate(cfg.model, spec=datamodule.spec.to_dict(), _recursive_=False)
+    task.run_config = OmegaConf.to_container(cfg, resolve=True)
+
+    loggers = build_loggers(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=build_callbacks(cfg.get("callbacks")), logger=loggers or False
+    )
+    for logger in loggers:
+        logger.log_hyperparams(task.run_config)
+
+    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+    if cfg.get("test"):
+        checkpoint = trainer.checkpoint_callback
+        best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
+        if not best:
+            log.warning("No best checkpoint was saved; testing the weights at the end of training.")
+        trainer.test(task, datamodule=datamodule, ckpt_path=best or None)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+
+    if trainer.is_global_zero:
+        print_metrics(metrics, title="final metrics")
+    _finish_loggers(loggers)
+    value = metrics.get(cfg.get("optimized_metric"))
+    return None if value is None or math.isnan(value) else value
+
+
+def load_task(ckpt_path: str | Path, map_location: str = "cpu"):
+    """Rebuild the task saved in a glimpse checkpoint, from the checkpoint alone."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Checkpoint {path} does not exist; pass ckpt_path=/path/to/file.ckpt."
+        )
+    checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    meta = checkpoint.get("glimpse")
+    if not meta:
+        raise ValueError(f"{path} is not a glimpse checkpoint (it has no 'glimpse' entry).")
+    task_cls = get_class(meta["task"])
+    task = task_cls(**checkpoint["hyper_parameters"])
+    task.load_state_dict(checkpoint["state_dict"])
+    task.run_config = meta.get("config")
+    return task, meta
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Test a checkpoint on its data's test split and, for generative tasks, sample from it.
+
+    Without ``data=`` on the command line the data config stored in the checkpoint is used.
+    When that data is not on disk (and cannot be downloaded) the evaluation is skipped with a
+    message saying why, and sampling still runs: the checkpoint holds the vocabulary.
+    """
+    L.seed_everything(cfg.seed, workers=True)
+    task, meta = load_task(cfg.ckpt_path)
+    console.print(f"Loaded {meta['task']} from {cfg.ckpt_path} (code {meta['code_version']})")
+    results: dict[str, Any] = {}
+
+    data_cfg = cfg.get("data") or OmegaConf.create((meta.get("config") or {}).get("data"))
+    if cfg.get("metrics", True) and data_cfg:
+        datamodule = instantiate(data_cfg)
+        try:
+            datamodule.prepare_data()
+            datamodule.setup("test")
+        except (CorpusError, DownloadError) as error:
+            console.print(f"[yellow]Test split not evaluated:[/yellow] {error}")
+        else:
+            trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
+            trainer.test(task, datamodule=datamodule)
+            results = {k: float(v) for k, v in trainer.callback_metrics.items()}
+            print_metrics(results, title=f"test metrics of {cfg.ckpt_path}")
+
+    if hasattr(task, "generate") and cfg.get("num_chars", 0) > 0:
+        prompt = cfg.get("prompt") or "\n"
+        text = task.generate(
+            prompt, cfg.num_chars, cfg.temperature, cfg.get("top_k"), seed=cfg.seed
+        )
+        results["sample"] = prompt + text
+        print(prompt + text, flush=True)
+    return results

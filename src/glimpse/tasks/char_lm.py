@@ -1,0 +1,142 @@
+"""Character-level language modelling (lecture 9's char-rnn example) as a LightningModule."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from torch import Tensor
+from torch.nn import functional as F
+
+from glimpse.callbacks.text_samples import TextSampleCallback
+from glimpse.data.spec import TEXT
+from glimpse.data.vocab import CharVocab
+from glimpse.models.char_rnn import detach_state
+from glimpse.models.sampling import sample_tokens
+from glimpse.tasks.base import GlimpseTask, plain
+
+
+class CharLanguageModelTask(GlimpseTask):
+    """Next-character prediction with cross-entropy.
+
+    Logs, per split, ``loss`` (nats per character), ``bpc`` (bits per character,
+    ``loss / ln 2``) and ``ppl`` (perplexity, ``exp(loss)``).
+
+    With ``batching="stream"`` data (see :class:`~glimpse.data.streams.StreamBatches`) the
+    recurrent state is carried from batch to batch and detached in between (truncated BPTT);
+    it is reset at the start of every epoch and of every validation or test pass.
+
+    Args:
+        spec: the DataSpec as a dict (holds the vocabulary).
+        net: a Hydra config of the network, e.g. ``{"_target_": "glimpse.models.char_rnn.
+            CharRNN", "cell": "lstm"}``; ``vocab_size`` is filled in from the spec.
+        optimizer: AdamW arguments (lr, weight_decay, betas).
+        scheduler: warmup_steps and min_lr_ratio of the cosine schedule.
+        samples: arguments of the :class:`~glimpse.callbacks.text_samples.TextSampleCallback`
+            that samples text after every validation (prompt, num_chars, temperature, top_k),
+            or None for no samples.
+    """
+
+    ACCEPTS = frozenset({TEXT})
+
+    def __init__(
+        self,
+        spec: dict[str, Any],
+        net: dict[str, Any],
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any],
+        samples: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(
+            {
+                "spec": plain(spec),
+                "net": plain(net),
+                "optimizer": plain(optimizer),
+                "scheduler": plain(scheduler),
+                "samples": plain(samples),
+            }
+        )
+        self.vocab = CharVocab(self.spec.vocab)
+        self.net = instantiate(self.hparams["net"], vocab_size=len(self.vocab))
+        self.carries_state = self.spec.metadata.get("batching") == "stream"
+        self._state: dict[str, Any] = {}
+
+    def configure_callbacks(self) -> list[TextSampleCallback]:
+        samples = self.hparams.get("samples")
+        if not samples or any(isinstance(c, TextSampleCallback) for c in self.trainer.callbacks):
+            return []
+        return [TextSampleCallback(output_dir=self.trainer.default_root_dir, **samples)]
+
+    def forward(self, idx: Tensor, state: Any = None):
+        """``idx (B, T) -> (logits (B, T, V), state)``."""
+        return self.net(idx, state)
+
+    def _step(self, batch: tuple[Tensor, Tensor], split: str) -> Tensor:
+        inputs, targets = batch
+        state = self._state.get(split) if self.carries_state else None
+        logits, state = self.net(inputs, state)
+        if self.carries_state:
+            self._state[split] = detach_state(state)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
+
+    def _log_split(self, split: str, loss: Tensor, batch_size: int) -> None:
+        sync = split != "train"
+        on_step = split == "train"
+        kwargs = dict(on_step=on_step, on_epoch=True, batch_size=batch_size, sync_dist=sync)
+        self.log(f"{split}/loss", loss, prog_bar=True, **kwargs)
+        if split != "train":
+            self.log(f"{split}/bpc", loss / math.log(2), **kwargs)
+            self.log(f"{split}/ppl", torch.exp(loss), **kwargs)
+
+    def on_train_epoch_start(self) -> None:
+        self._state.pop("train", None)
+
+    def on_validation_epoch_start(self) -> None:
+        self._state.pop("val", None)
+
+    def on_test_epoch_start(self) -> None:
+        self._state.pop("test", None)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss = self._step(batch, "train")
+        self.check_finite(loss)
+        self._log_split("train", loss, batch[0].shape[0])
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._log_split("val", self._step(batch, "val"), batch[0].shape[0])
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._log_split("test", self._step(batch, "test"), batch[0].shape[0])
+
+    def generate(
+        self,
+        prompt: str,
+        num_chars: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        seed: int | None = None,
+    ) -> str:
+        """Sample ``num_chars`` characters after ``prompt`` (which is not repeated)."""
+        if not prompt:
+            raise ValueError("The prompt must hold at least one character.")
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+        was_training = self.training
+        self.eval()
+        try:
+            ids = sample_tokens(
+                self.net,
+                self.vocab.encode(prompt).to(self.device)[None],
+                num_chars,
+                temperature=temperature,
+                top_k=top_k,
+                generator=generator,
+            )
+        finally:
+            self.train(was_training)
+        return self.vocab.decode(ids[0])

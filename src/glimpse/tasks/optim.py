@@ -1,0 +1,40 @@
+"""AdamW with decoupled weight decay on matrices only, and a warm-up + cosine schedule."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def adamw_with_decay_groups(
+    module: nn.Module,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float] = (0.9, 0.99),
+    eps: float = 1e-8,
+) -> torch.optim.AdamW:
+    """AdamW (Loshchilov & Hutter 2019) decaying only parameters with two or more dimensions
+    (weights and embeddings), not biases or norm gains, as in nanoGPT and timm."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
+    """Learning-rate multiplier at optimizer step ``step``.
+
+    Linear from ``1 / warmup_steps`` to 1 over the first ``warmup_steps`` steps, then a cosine
+    from 1 down to ``min_lr_ratio`` at ``total_steps`` (SGDR, Loshchilov & Hutter 2017), and
+    ``min_lr_ratio`` after that.
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if step >= total_steps:
+        return min_lr_ratio
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return min_lr_ratio + 0.5 * (1 - min_lr_ratio) * (1 + math.cos(math.pi * progress))
