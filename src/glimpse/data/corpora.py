@@ -31,7 +31,9 @@ def read_text_file(path: Path) -> str:
     if not path.is_file():
         raise CorpusError(f"Corpus file {path} does not exist; set data.path to a UTF-8 text file.")
     try:
-        text = path.read_text(encoding="utf-8")
+        # Decode the bytes as they are: read_text would translate "\r\n" and "\r" to "\n",
+        # so the corpus (and its recorded size and SHA-256) would not be the file's.
+        text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as error:
         raise CorpusError(
             f"Corpus file {path} is not valid UTF-8 (byte {error.start}); re-encode it as UTF-8."

@@ -115,9 +115,15 @@ def extract_archive(archive: Path, destination: Path) -> Path:
         raise ValueError(f"{archive} is neither a tar nor a zip archive.")
     with tarfile.open(archive) as handle:
         for member in handle.getmembers():
-            unsafe_link = (member.issym() or member.islnk()) and not _inside(
-                root, str(Path(member.name).parent / member.linkname)
-            )
+            # A symlink's target is relative to the link's folder; a hard link's linkname is
+            # a member name, relative to the archive's root.
+            if member.issym():
+                link_target = str(Path(member.name).parent / member.linkname)
+            elif member.islnk():
+                link_target = member.linkname
+            else:
+                link_target = None
+            unsafe_link = link_target is not None and not _inside(root, link_target)
             if not _inside(root, member.name) or unsafe_link:
                 raise ValueError(f"{archive} holds {member.name!r}, which points outside {root}.")
         handle.extractall(root, filter="data")

@@ -15,11 +15,12 @@ follows ``inputs[:, t]`` in the text.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, IterableDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 
 class StreamBatches(IterableDataset):
@@ -53,14 +54,36 @@ class StreamBatches(IterableDataset):
         self.rows = tokens[starts[:, None] + offsets[None, :]]
         self.seq_len = seq_len
         self.unused = len(tokens) - streams * used
+        self.resume_at = 0
 
     def __len__(self) -> int:
         return self.num_batches
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        for k in range(self.num_batches):
+        """Batches in order; after a mid-epoch resume the first pass starts at :attr:`resume_at`."""
+        start, self.resume_at = self.resume_at, 0
+        for k in range(start, self.num_batches):
             chunk = self.rows[:, k * self.seq_len : (k + 1) * self.seq_len + 1]
             yield chunk[:, :-1], chunk[:, 1:]
+
+
+class ResumableStreamLoader(DataLoader):
+    """A DataLoader over :class:`StreamBatches` that a run resumed mid-epoch restarts where it
+    stopped (Lightning saves and restores loaders with ``state_dict``/``load_state_dict``).
+
+    ``batches_done`` reports how many batches of the current epoch the trainer has completed
+    (batches the loader has merely prefetched do not count).
+    """
+
+    def __init__(self, batches: StreamBatches, batches_done: Callable[[], int]) -> None:
+        super().__init__(batches, batch_size=None)
+        self.batches_done = batches_done
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"batches_done": int(self.batches_done())}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.dataset.resume_at = state["batches_done"] % len(self.dataset)
 
 
 class RandomWindows(Dataset):

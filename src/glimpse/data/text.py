@@ -19,7 +19,7 @@ from glimpse.data.corpora import (
 )
 from glimpse.data.download import download_file
 from glimpse.data.spec import TEXT, DataSpec
-from glimpse.data.streams import RandomWindows, StreamBatches
+from glimpse.data.streams import RandomWindows, ResumableStreamLoader, StreamBatches
 from glimpse.data.vocab import CharVocab
 
 log = logging.getLogger(__name__)
@@ -167,6 +167,9 @@ class CharTextDataModule(L.LightningDataModule):
                 self.seq_len,
                 batches.unused,
             )
+            if split == "train" and self.trainer is not None:
+                progress = self.trainer.fit_loop.epoch_loop.batch_progress
+                return ResumableStreamLoader(batches, lambda: progress.current.completed)
             return DataLoader(batches, batch_size=None)
         train = split == "train"
         windows = RandomWindows(

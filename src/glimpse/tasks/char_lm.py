@@ -26,7 +26,8 @@ class CharLanguageModelTask(GlimpseTask):
 
     With ``batching="stream"`` data (see :class:`~glimpse.data.streams.StreamBatches`) the
     recurrent state is carried from batch to batch and detached in between (truncated BPTT);
-    it is reset at the start of every epoch and of every validation or test pass.
+    it is reset at the start of every epoch and of every validation or test pass, and saved in
+    checkpoints, so a run resumed mid-epoch continues exactly where it stopped.
 
     Args:
         spec: the DataSpec as a dict (holds the vocabulary).
@@ -74,8 +75,10 @@ class CharLanguageModelTask(GlimpseTask):
         """``idx (B, T) -> (logits (B, T, V), state)``."""
         return self.net(idx, state)
 
-    def _step(self, batch: tuple[Tensor, Tensor], split: str) -> Tensor:
+    def _step(self, batch: tuple[Tensor, Tensor], batch_idx: int, split: str) -> Tensor:
         inputs, targets = batch
+        if batch_idx == 0:
+            self._state.pop(split, None)
         state = self._state.get(split) if self.carries_state else None
         logits, state = self.net(inputs, state)
         if self.carries_state:
@@ -91,26 +94,27 @@ class CharLanguageModelTask(GlimpseTask):
             self.log(f"{split}/bpc", loss / math.log(2), **kwargs)
             self.log(f"{split}/ppl", torch.exp(loss), **kwargs)
 
-    def on_train_epoch_start(self) -> None:
-        self._state.pop("train", None)
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        state = self._state.get("train")
+        checkpoint["glimpse"]["carried_state"] = list(state) if isinstance(state, tuple) else state
 
-    def on_validation_epoch_start(self) -> None:
-        self._state.pop("val", None)
-
-    def on_test_epoch_start(self) -> None:
-        self._state.pop("test", None)
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("glimpse", {}).get("carried_state")
+        if state is not None:
+            self._state["train"] = tuple(state) if isinstance(state, list) else state
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss = self._step(batch, "train")
+        loss = self._step(batch, batch_idx, "train")
         self.check_finite(loss)
         self._log_split("train", loss, batch[0].shape[0])
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._log_split("val", self._step(batch, "val"), batch[0].shape[0])
+        self._log_split("val", self._step(batch, batch_idx, "val"), batch[0].shape[0])
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._log_split("test", self._step(batch, "test"), batch[0].shape[0])
+        self._log_split("test", self._step(batch, batch_idx, "test"), batch[0].shape[0])
 
     def generate(
         self,

@@ -1,0 +1,93 @@
+"""Shared fixtures: a tiny generated corpus and Hydra configs composed for fast runs."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from glimpse.utils.run_dir import register_resolvers
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+register_resolvers()
+
+
+def make_corpus(path: Path, num_lines: int = 400, seed: int = 0) -> Path:
+    """A small, learnable text: lines of short words from a fixed word list."""
+    words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "to", "it", "was"]
+    rng = random.Random(seed)
+    lines = [
+        " ".join(rng.choice(words) for _ in range(rng.randint(3, 8))) for _ in range(num_lines)
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    return make_corpus(tmp_path / "corpus.txt")
+
+
+def tiny_overrides(corpus: Path, tmp_path: Path) -> list[str]:
+    """Overrides that make a run take seconds: a small corpus, small model and few steps."""
+    return [
+        "data=text",
+        f"data.path={corpus}",
+        "data.seq_len=16",
+        "data.batch_size=4",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        f"paths.data_dir={tmp_path / 'data'}",
+        "logger=csv",
+        "callbacks.progress_bar=null",
+        "callbacks.model_summary=null",
+        "model.samples.num_chars=20",
+    ]
+
+
+def small_model_overrides(model: str) -> list[str]:
+    if model == "transformer":
+        return ["model.net.dim=16", "model.net.num_layers=1", "model.net.num_heads=2"]
+    return ["model.net.hidden_size=16", "model.net.embedding_dim=8", "model.net.num_layers=1"]
+
+
+def compose_train(overrides: list[str], output_dir: Path) -> DictConfig:
+    """Compose conf/train.yaml as Hydra would for `python train.py <overrides>`, with the run
+    directory at ``output_dir``, and install it as the current Hydra config."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.runtime.cwd = os.getcwd()
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def run_script(script: str, *overrides: str, cwd: Path, env: dict | None = None, timeout=600):
+    """Run ``train.py``/``eval.py`` in a subprocess with no standard input; returns the
+    CompletedProcess (stdout and stderr captured as text)."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", **(env or {})}
+    return subprocess.run(
+        [sys.executable, str(REPO / script), *overrides],
+        cwd=cwd,
+        env=full_env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

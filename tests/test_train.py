@@ -1,0 +1,101 @@
+"""End-to-end training through glimpse.run.train, with configs composed as train.py would."""
+
+from __future__ import annotations
+
+import math
+import pytest
+import torch
+from conftest import compose_train, small_model_overrides, tiny_overrides
+
+from glimpse.run import load_task, train
+
+MODELS = ["rnn", "lstm", "gru", "transformer"]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_fast_dev_run_trains_validates_and_tests_each_model(model, corpus, tmp_path):
+    overrides = tiny_overrides(corpus, tmp_path) + small_model_overrides(model)
+    cfg = compose_train([f"model={model}", "debug=fdr", *overrides], tmp_path / "run")
+    assert train(cfg) is not None
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_fast_dev_run_with_scratch_cells(cell, corpus, tmp_path):
+    overrides = tiny_overrides(corpus, tmp_path) + small_model_overrides(cell)
+    cfg = compose_train(
+        [f"model={cell}", "model.net.impl=scratch", "debug=fdr", *overrides], tmp_path / "run"
+    )
+    assert math.isfinite(train(cfg))
+
+
+def test_run_directory_holds_config_checkpoints_samples_and_logs(corpus, tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(corpus, tmp_path) + small_model_overrides("lstm")
+    cfg = compose_train(
+        [
+            *overrides,
+            "trainer.max_steps=12",
+            "trainer.val_check_interval=6",
+            "trainer.limit_val_batches=2",
+        ],
+        run_dir,
+    )
+    value = train(cfg)
+    assert (run_dir / "config_resolved.yaml").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert len(list((run_dir / "checkpoints").glob("best_step*.ckpt"))) == 1
+    samples = sorted((run_dir / "samples").glob("step_*.txt"))
+    assert [p.name for p in samples] == ["step_0000006.txt", "step_0000012.txt"]
+    assert len(samples[-1].read_text(encoding="utf-8")) == 1 + 20  # prompt "\n" + 20 chars
+    metrics = (run_dir / "csv" / "version_0" / "metrics.csv").read_text()
+    for name in ("train/loss_step", "val/loss", "val/bpc", "val/ppl", "test/loss", "lr-AdamW"):
+        assert name in metrics
+    assert value == pytest.approx(float(_last_value(metrics, "val/loss")), rel=1e-5)
+
+
+def _last_value(csv_text: str, column: str) -> str:
+    lines = csv_text.strip().splitlines()
+    index = lines[0].split(",").index(column)
+    values = [row.split(",")[index] for row in lines[1:] if row.split(",")[index]]
+    return values[-1]
+
+
+def test_checkpoint_alone_rebuilds_task_with_vocab_config_and_code_version(corpus, tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(corpus, tmp_path) + small_model_overrides("gru")
+    cfg = compose_train(
+        [
+            "model=gru",
+            *overrides,
+            "trainer.max_steps=4",
+            "trainer.val_check_interval=4",
+            "trainer.limit_val_batches=1",
+        ],
+        run_dir,
+    )
+    train(cfg)
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["glimpse"]["config"]["model"]["net"]["cell"] == "gru"
+    assert checkpoint["glimpse"]["code_version"].startswith("0.1.0")
+    corpus_chars = set(corpus.read_text(encoding="utf-8"))
+    corpus.unlink()
+    task, meta = load_task(run_dir / "checkpoints" / "last.ckpt")
+    assert meta["task"] == "glimpse.tasks.char_lm.CharLanguageModelTask"
+    assert set(task.vocab.symbols[1:]) == corpus_chars
+    text = task.generate("the ", 30, temperature=1.0, seed=0)
+    assert len(text) == 30
+
+
+def test_bf16_mixed_precision_on_cpu(corpus, tmp_path):
+    overrides = tiny_overrides(corpus, tmp_path) + small_model_overrides("transformer")
+    cfg = compose_train(
+        [
+            "model=transformer",
+            "debug=fdr",
+            "trainer.accelerator=cpu",
+            "trainer.precision=bf16-mixed",
+            *overrides,
+        ],
+        tmp_path / "run",
+    )
+    assert math.isfinite(train(cfg))
