@@ -91,3 +91,9 @@ def run_script(script: str, *overrides: str, cwd: Path, env: dict | None = None,
         text=True,
         timeout=timeout,
     )
+
+
+class ImageDataModuleStandIn:
+    """A datamodule class yielding a batch kind no character model accepts (for compat tests)."""
+
+    KIND = "labelled_images"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+
 import pytest
 import torch
 from conftest import compose_train, small_model_overrides, tiny_overrides

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -18,6 +19,9 @@ from glimpse.utils.run_dir import register_resolvers
 CONFIG_DIR = os.environ.get("GLIMPSE_CONFIG_DIR", str(Path(__file__).resolve().parents[2] / "conf"))
 
 register_resolvers()
+# Stream batches are one in-memory IterableDataset read without workers, so Lightning's caution
+# about its length under multi-worker loading does not apply.
+warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
 
 
 def _exit_on_user_error(error: Exception) -> None:
@@ -31,7 +35,9 @@ def _exit_on_user_error(error: Exception) -> None:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _train(cfg: DictConfig) -> float | None:
     from glimpse.run import USER_ERRORS, train
+    from glimpse.utils.console import route_library_logs_to_root
 
+    route_library_logs_to_root()
     try:
         return train(cfg)
     except USER_ERRORS as error:
@@ -41,7 +47,9 @@ def _train(cfg: DictConfig) -> float | None:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def _eval(cfg: DictConfig) -> None:
     from glimpse.run import USER_ERRORS, evaluate
+    from glimpse.utils.console import route_library_logs_to_root
 
+    route_library_logs_to_root()
     try:
         evaluate(cfg)
     except USER_ERRORS as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 from omegaconf import DictConfig, OmegaConf
@@ -35,3 +36,14 @@ def print_metrics(metrics: Mapping[str, float], title: str) -> None:
     for name in sorted(metrics):
         table.add_row(name, f"{float(metrics[name]):.4f}")
     console.print(table)
+
+
+def route_library_logs_to_root() -> None:
+    """Let Hydra's handlers (console on stderr, the run's log file) print Lightning's messages
+    once: Lightning's package logger brings its own stderr handler, which doubles every line."""
+    if not logging.getLogger().handlers:
+        return
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        library_logger = logging.getLogger(name)
+        library_logger.handlers.clear()
+        library_logger.propagate = True

@@ -1,0 +1,191 @@
+"""train.py and eval.py as a user runs them: subprocesses with no standard input."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import run_script, small_model_overrides, tiny_overrides
+
+
+def _tiny(corpus: Path, tmp_path: Path, model: str = "lstm") -> list[str]:
+    return [*tiny_overrides(corpus, tmp_path), *small_model_overrides(model)]
+
+
+def _only(paths: list[Path]) -> Path:
+    assert len(paths) == 1, paths
+    return paths[0]
+
+
+def test_eval_samples_from_a_checkpoint_with_the_corpus_deleted(corpus, tmp_path):
+    trained = run_script(
+        "train.py",
+        *_tiny(corpus, tmp_path),
+        "trainer.max_steps=6",
+        "trainer.val_check_interval=6",
+        "trainer.limit_val_batches=1",
+        cwd=tmp_path,
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    checkpoint = _only(list((tmp_path / "logs").glob("train/runs/*/checkpoints/last.ckpt")))
+    corpus.unlink()
+
+    result = run_script(
+        "eval.py",
+        f"ckpt_path={checkpoint}",
+        "prompt=the cat",
+        "num_chars=40",
+        "temperature=0.8",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Test split not evaluated" in result.stderr and str(corpus) in result.stderr
+    sample = result.stdout.strip().splitlines()
+    text = "\n".join(sample)
+    assert text.startswith("the cat") and len(text) >= len("the cat") + 30
+
+
+def test_eval_reports_test_metrics_when_the_corpus_is_there(corpus, tmp_path):
+    trained = run_script(
+        "train.py",
+        *_tiny(corpus, tmp_path),
+        "trainer.max_steps=4",
+        "trainer.val_check_interval=4",
+        "trainer.limit_val_batches=1",
+        "test=false",
+        cwd=tmp_path,
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    checkpoint = _only(list((tmp_path / "logs").glob("train/runs/*/checkpoints/last.ckpt")))
+    result = run_script(
+        "eval.py",
+        f"ckpt_path={checkpoint}",
+        "num_chars=10",
+        "trainer.accelerator=cpu",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "test/loss" in result.stdout + result.stderr
+    assert "test/bpc" in result.stdout + result.stderr
+
+
+def test_multirun_sweeps_models_into_one_sweep_folder(corpus, tmp_path):
+    result = run_script(
+        "train.py",
+        "-m",
+        "model=rnn,gru",
+        *_tiny(corpus, tmp_path),
+        "debug=fdr",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep = _only(list((tmp_path / "logs" / "debug" / "multiruns").iterdir()))
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert jobs == ["0", "1"]
+    cells = [yaml.safe_load((sweep / j / "config_resolved.yaml").read_text()) for j in jobs]
+    assert [c["model"]["net"]["cell"] for c in cells] == ["rnn", "gru"]
+
+
+def test_optuna_sweep_returns_the_optimised_metric(corpus, tmp_path):
+    result = run_script(
+        "train.py",
+        "hparams_search=charlm_optuna",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.n_startup_trials=2",
+        *_tiny(corpus, tmp_path),
+        "trainer.max_steps=3",
+        "trainer.val_check_interval=3",
+        "trainer.limit_val_batches=1",
+        "test=false",
+        "model.net.hidden_size=choice(8,16)",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep = _only(list((tmp_path / "logs" / "train" / "multiruns").iterdir()))
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert results["name"] == "optuna"
+    assert 0 < results["best_value"] < 10
+
+
+def test_two_process_cpu_ddp_run_has_one_run_directory_and_one_log(corpus, tmp_path):
+    result = run_script(
+        "train.py",
+        "trainer=ddp_cpu",
+        *_tiny(corpus, tmp_path),
+        "trainer.max_steps=4",
+        "trainer.val_check_interval=2",
+        "trainer.limit_val_batches=2",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = _only(list((tmp_path / "logs" / "train" / "runs").iterdir()))
+    assert [p.name for p in (run_dir / "csv").iterdir()] == ["version_0"]
+    assert "world_size: 2" in result.stderr or "distributed_backend=gloo" in result.stderr
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 4
+
+
+def test_runs_started_in_the_same_second_get_different_folders(corpus, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    args = [sys.executable, str(REPO / "train.py"), *_tiny(corpus, tmp_path), "debug=fdr"]
+    start = time.time()
+    processes = [
+        subprocess.Popen(
+            args,
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(2)
+    ]
+    assert all(p.wait(timeout=300) == 0 for p in processes)
+    folders = list((tmp_path / "logs" / "debug" / "runs").iterdir())
+    assert len(folders) == 2
+    assert time.time() - start < 300
+
+
+def test_wandb_runs_offline_without_credentials_and_logs_sample_tables(corpus, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    overrides = [o for o in _tiny(corpus, tmp_path) if o != "logger=csv"]
+    result = run_script(
+        "train.py",
+        *overrides,
+        "logger=wandb",
+        "trainer.max_steps=4",
+        "trainer.val_check_interval=2",
+        "trainer.limit_val_batches=1",
+        cwd=tmp_path,
+        env={"HOME": str(home), "WANDB_API_KEY": "", "WANDB_MODE": "", "NETRC": ""},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "wandb sync" in result.stdout + result.stderr
+    run_dir = _only(list((tmp_path / "logs" / "train" / "runs").iterdir()))
+    offline = _only(list((run_dir / "wandb").glob("offline-run-*")))
+    tables = list(offline.glob("files/media/table/samples_*.table.json"))
+    assert len(tables) == 2  # one per validation
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["data.path=/no/such/corpus.txt"], "/no/such/corpus.txt does not exist"),
+        (["data.seq_len=100000"], "data.seq_len=100000 is too long for the train split"),
+    ],
+)
+def test_bad_input_fails_before_training_with_one_sentence(corpus, tmp_path, overrides, expected):
+    result = run_script("train.py", *_tiny(corpus, tmp_path), *overrides, cwd=tmp_path)
+    assert result.returncode == 1
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr

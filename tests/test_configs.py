@@ -1,0 +1,105 @@
+"""Every config the project ships composes, and the shipped models are comparable in size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import CONF, compose_train
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from glimpse.compat import IncompatibleConfigError, check_compatible, data_configs_by_kind
+from glimpse.data.spec import TEXT, DataSpec
+from glimpse.models.char_rnn import count_parameters
+
+GROUPS = [
+    "data",
+    "model",
+    "trainer",
+    "logger",
+    "callbacks",
+    "debug",
+    "experiment",
+    "hparams_search",
+]
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    "override",
+    [f"{group}={name}" for group in GROUPS for name in _options(group)] + ["hydra/launcher=slurm"],
+)
+def test_every_shipped_config_composes_and_resolves(override, tmp_path):
+    overrides = [override]
+    if override == "data=text":
+        overrides.append("data.path=corpus.txt")
+    cfg = compose_train(overrides, tmp_path)
+    OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+    assert cfg.model._target_ and cfg.data._target_ and cfg.trainer._target_
+
+
+def test_eval_config_composes_with_and_without_data(tmp_path):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        plain = compose("eval", overrides=["ckpt_path=x.ckpt"])
+        with_data = compose("eval", overrides=["ckpt_path=x.ckpt", "data=shakespeare"])
+    assert plain.get("data") is None
+    assert with_data.data.corpus == "shakespeare"
+
+
+def test_slurm_launcher_config_uses_submitit():
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+
+
+def test_shipped_models_have_comparable_parameter_counts(tmp_path):
+    spec = DataSpec(kind=TEXT, vocab=("\ufffd", *(chr(32 + i) for i in range(65))))
+    counts = {}
+    for model in ("rnn", "lstm", "gru", "transformer"):
+        cfg = compose_train([f"model={model}"], tmp_path)
+        task = instantiate(cfg.model, spec=spec.to_dict(), _recursive_=False)
+        counts[model] = count_parameters(task.net)
+    low, high = min(counts.values()), max(counts.values())
+    assert high / low < 1.1, counts
+
+
+def test_data_configs_are_indexed_by_the_kind_they_yield():
+    kinds = data_configs_by_kind(CONF)
+    assert kinds[TEXT] == ["pystdlib", "shakespeare", "text"]
+
+
+def test_incompatible_pair_names_the_data_configs_that_fit(tmp_path: Path):
+    conf = tmp_path / "conf"
+    (conf / "data").mkdir(parents=True)
+    for name in ("pystdlib", "shakespeare"):
+        (conf / "data" / f"{name}.yaml").write_text(
+            "_target_: glimpse.data.text.CharTextDataModule\n"
+        )
+    (conf / "data" / "images.yaml").write_text("_target_: conftest.ImageDataModuleStandIn\n")
+    with pytest.raises(IncompatibleConfigError) as error:
+        check_compatible(
+            "glimpse.tasks.char_lm.CharLanguageModelTask",
+            "conftest.ImageDataModuleStandIn",
+            conf,
+            ("lstm", "images"),
+        )
+    message = str(error.value)
+    assert "model=lstm" in message and "data=images" in message
+    assert "use one of: data=pystdlib, data=shakespeare." in message
+
+
+def test_compatible_pair_passes():
+    check_compatible(
+        "glimpse.tasks.char_lm.CharLanguageModelTask",
+        "glimpse.data.text.CharTextDataModule",
+        CONF,
+        ("lstm", "pystdlib"),
+    )
