@@ -120,19 +120,31 @@ class CharTextDataModule(L.LightningDataModule):
         unknown = {name: self.vocab.count_unknown(parts[name]) for name in ("val", "test")}
         if any(unknown.values()):
             log.info("Characters unseen in training map to the unknown symbol: %s", unknown)
+        digest = sha256_text(text)
+        log.info(
+            "Corpus %s (%s): %d characters, sha256 %s; vocabulary of %d symbols",
+            self.corpus,
+            self._spec_source(),
+            len(text),
+            digest,
+            len(self.vocab),
+        )
         self._spec = DataSpec(
             kind=TEXT,
             vocab=self.vocab.symbols,
             metadata={
                 "corpus": self.corpus,
-                "source": str(self.corpus_file) if self.corpus_file else "python stdlib",
+                "source": self._spec_source(),
                 "num_chars": len(text),
-                "sha256": sha256_text(text),
+                "sha256": digest,
                 "split_chars": {name: len(part) for name, part in parts.items()},
                 "batching": self.batching,
                 "seq_len": self.seq_len,
             },
         )
+
+    def _spec_source(self) -> str:
+        return str(self.corpus_file) if self.corpus_file else "python stdlib"
 
     def _check_lengths(self, parts: dict[str, str]) -> None:
         world_size = self.trainer.world_size if self.trainer is not None else 1
