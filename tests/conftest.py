@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -21,6 +22,9 @@ CONF = REPO / "conf"
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 register_resolvers()
+# The test models are tiny: one intra-op thread is as fast, and it avoids OpenMP's spin-waits
+# slowing everything down many times over when another process shares the two cores.
+torch.set_num_threads(1)
 
 
 def make_corpus(path: Path, num_lines: int = 400, seed: int = 0) -> Path:
@@ -81,7 +85,13 @@ def compose_train(overrides: list[str], output_dir: Path) -> DictConfig:
 def run_script(script: str, *overrides: str, cwd: Path, env: dict | None = None, timeout=600):
     """Run ``train.py``/``eval.py`` in a subprocess with no standard input; returns the
     CompletedProcess (stdout and stderr captured as text)."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", **(env or {})}
+    full_env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "WANDB_MODE": "offline",
+        "OMP_NUM_THREADS": "1",
+        **(env or {}),
+    }
     return subprocess.run(
         [sys.executable, str(REPO / script), *overrides],
         cwd=cwd,

@@ -13,15 +13,6 @@ from glimpse.models.char_transformer import Block, CausalSelfAttention, CharTran
 B, T, D, HEADS, V = 2, 6, 8, 2, 11
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids contention on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _causal_mask(length: int) -> torch.Tensor:
     """True above the diagonal: position t may not attend to s > t."""
     return torch.triu(torch.ones(length, length, dtype=torch.bool), diagonal=1)

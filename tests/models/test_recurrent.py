@@ -19,15 +19,6 @@ CELLS = ("rnn", "lstm", "gru")
 B, T, X, H, V = 2, 5, 3, 4, 7
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids contention on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _random_state(cell: str, num_layers: int, generator: torch.Generator):
     def draw() -> torch.Tensor:
         return torch.randn(num_layers, B, H, generator=generator, dtype=torch.float64)

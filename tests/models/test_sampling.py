@@ -12,15 +12,6 @@ from glimpse.models.sampling import filter_top_k, sample_tokens
 B, V, PROMPT = 2, 20, 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids contention on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _char_rnn() -> CharRNN:
     torch.manual_seed(0)
     return CharRNN(V, "lstm", "fused", embedding_dim=8, hidden_size=16, num_layers=1).eval()

@@ -107,7 +107,14 @@ class CharTextDataModule(L.LightningDataModule):
         return read_text_file(self.corpus_file)
 
     def setup(self, stage: str | None = None) -> None:
-        """Split the text, build the vocabulary from the training span and encode each split."""
+        """Split the text, build the vocabulary from the training span and encode each split.
+
+        Lightning calls this again inside ``Trainer.fit``; the corpus is then not read again,
+        only the split lengths are checked against the world size now known.
+        """
+        if self._spec is not None:
+            self._check_lengths(self._spec.metadata["split_chars"])
+            return
         text = self._read_corpus()
         bounds = [0]
         for fraction in self.splits:
@@ -115,7 +122,7 @@ class CharTextDataModule(L.LightningDataModule):
         bounds[-1] = len(text)
         parts = {name: text[bounds[i] : bounds[i + 1]] for i, name in enumerate(SPLITS)}
         self.vocab = CharVocab.from_text(parts["train"])
-        self._check_lengths(parts)
+        self._check_lengths({name: len(part) for name, part in parts.items()})
         self.tokens = {name: self.vocab.encode(part) for name, part in parts.items()}
         unknown = {name: self.vocab.count_unknown(parts[name]) for name in ("val", "test")}
         if any(unknown.values()):
@@ -146,15 +153,15 @@ class CharTextDataModule(L.LightningDataModule):
     def _spec_source(self) -> str:
         return str(self.corpus_file) if self.corpus_file else "python stdlib"
 
-    def _check_lengths(self, parts: dict[str, str]) -> None:
+    def _check_lengths(self, lengths: dict[str, int]) -> None:
         world_size = self.trainer.world_size if self.trainer is not None else 1
         streams = world_size * self.batch_size if self.batching == "stream" else 1
-        for name, part in parts.items():
+        for name, length in lengths.items():
             needed = streams * (self.seq_len + 1)
-            if len(part) < needed:
+            if length < needed:
                 raise ValueError(
                     f"data.seq_len={self.seq_len} is too long for the {name} split of "
-                    f"{self.corpus} ({len(part)} characters; {streams} stream(s) of "
+                    f"{self.corpus} ({length} characters; {streams} stream(s) of "
                     f"seq_len + 1 need {needed}); lower data.seq_len or data.batch_size."
                 )
 
