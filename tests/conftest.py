@@ -60,6 +60,15 @@ def tiny_overrides(corpus: Path, tmp_path: Path) -> list[str]:
     ]
 
 
+def short_run(steps: int, val_every: int | None = None) -> list[str]:
+    """Overrides for ``steps`` optimizer steps with a one-batch validation every ``val_every``."""
+    return [
+        f"trainer.max_steps={steps}",
+        f"trainer.val_check_interval={val_every or steps}",
+        "trainer.limit_val_batches=1",
+    ]
+
+
 def small_model_overrides(model: str) -> list[str]:
     if model == "transformer":
         return ["model.net.dim=16", "model.net.num_layers=1", "model.net.num_heads=2"]

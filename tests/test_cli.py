@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from conftest import run_script, small_model_overrides, tiny_overrides
+from conftest import REPO, run_script, short_run, small_model_overrides, tiny_overrides
 
 
 def _tiny(corpus: Path, tmp_path: Path, model: str = "lstm") -> list[str]:
@@ -20,17 +22,15 @@ def _only(paths: list[Path]) -> Path:
     return paths[0]
 
 
-def test_eval_samples_from_a_checkpoint_with_the_corpus_deleted(corpus, tmp_path):
-    trained = run_script(
-        "train.py",
-        *_tiny(corpus, tmp_path),
-        "trainer.max_steps=6",
-        "trainer.val_check_interval=6",
-        "trainer.limit_val_batches=1",
-        cwd=tmp_path,
-    )
+def _train_checkpoint(corpus: Path, tmp_path: Path, *overrides: str) -> Path:
+    """Train a tiny LSTM for a few steps through train.py; return its last checkpoint."""
+    trained = run_script("train.py", *_tiny(corpus, tmp_path), *overrides, cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr[-3000:]
-    checkpoint = _only(list((tmp_path / "logs").glob("train/runs/*/checkpoints/last.ckpt")))
+    return _only(list((tmp_path / "logs").glob("train/runs/*/checkpoints/last.ckpt")))
+
+
+def test_eval_samples_from_a_checkpoint_with_the_corpus_deleted(corpus, tmp_path):
+    checkpoint = _train_checkpoint(corpus, tmp_path, *short_run(6))
     corpus.unlink()
 
     result = run_script(
@@ -44,23 +44,12 @@ def test_eval_samples_from_a_checkpoint_with_the_corpus_deleted(corpus, tmp_path
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Test split not evaluated" in result.stderr and str(corpus) in result.stderr
-    sample = result.stdout.strip().splitlines()
-    text = "\n".join(sample)
+    text = result.stdout.strip()
     assert text.startswith("the cat") and len(text) >= len("the cat") + 30
 
 
 def test_eval_reports_test_metrics_when_the_corpus_is_there(corpus, tmp_path):
-    trained = run_script(
-        "train.py",
-        *_tiny(corpus, tmp_path),
-        "trainer.max_steps=4",
-        "trainer.val_check_interval=4",
-        "trainer.limit_val_batches=1",
-        "test=false",
-        cwd=tmp_path,
-    )
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    checkpoint = _only(list((tmp_path / "logs").glob("train/runs/*/checkpoints/last.ckpt")))
+    checkpoint = _train_checkpoint(corpus, tmp_path, *short_run(4), "test=false")
     result = run_script(
         "eval.py",
         f"ckpt_path={checkpoint}",
@@ -98,9 +87,7 @@ def test_optuna_sweep_returns_the_optimised_metric(corpus, tmp_path):
         "hydra.sweeper.n_trials=2",
         "hydra.sweeper.sampler.n_startup_trials=2",
         *_tiny(corpus, tmp_path),
-        "trainer.max_steps=3",
-        "trainer.val_check_interval=3",
-        "trainer.limit_val_batches=1",
+        *short_run(3),
         "test=false",
         "model.net.hidden_size=choice(8,16)",
         cwd=tmp_path,
@@ -117,9 +104,7 @@ def test_two_process_cpu_ddp_run_has_one_run_directory_and_one_log(corpus, tmp_p
         "train.py",
         "trainer=ddp_cpu",
         *_tiny(corpus, tmp_path),
-        "trainer.max_steps=4",
-        "trainer.val_check_interval=2",
-        "trainer.limit_val_batches=2",
+        *short_run(4, val_every=2),
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -131,11 +116,6 @@ def test_two_process_cpu_ddp_run_has_one_run_directory_and_one_log(corpus, tmp_p
 
 
 def test_runs_started_in_the_same_second_get_different_folders(corpus, tmp_path):
-    import subprocess
-    import sys
-
-    from conftest import REPO
-
     args = [sys.executable, str(REPO / "train.py"), *_tiny(corpus, tmp_path), "debug=fdr"]
     start = time.time()
     processes = [
@@ -162,9 +142,7 @@ def test_wandb_runs_offline_without_credentials_and_logs_sample_tables(corpus, t
         "train.py",
         *overrides,
         "logger=wandb",
-        "trainer.max_steps=4",
-        "trainer.val_check_interval=2",
-        "trainer.limit_val_batches=1",
+        *short_run(4, val_every=2),
         cwd=tmp_path,
         env={"HOME": str(home), "WANDB_API_KEY": "", "WANDB_MODE": "", "NETRC": ""},
         timeout=300,

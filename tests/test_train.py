@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import compose_train, small_model_overrides, tiny_overrides
+from conftest import compose_train, short_run, small_model_overrides, tiny_overrides
 
 from glimpse.run import load_task, train
 
@@ -35,9 +35,7 @@ def test_run_directory_holds_config_checkpoints_samples_and_logs(corpus, tmp_pat
     cfg = compose_train(
         [
             *overrides,
-            "trainer.max_steps=12",
-            "trainer.val_check_interval=6",
-            "trainer.limit_val_batches=2",
+            *short_run(12, val_every=6),
         ],
         run_dir,
     )
@@ -68,9 +66,7 @@ def test_checkpoint_alone_rebuilds_task_with_vocab_config_and_code_version(corpu
         [
             "model=gru",
             *overrides,
-            "trainer.max_steps=4",
-            "trainer.val_check_interval=4",
-            "trainer.limit_val_batches=1",
+            *short_run(4),
         ],
         run_dir,
     )

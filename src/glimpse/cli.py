@@ -22,6 +22,8 @@ register_resolvers()
 # Stream batches are one in-memory IterableDataset read without workers, so Lightning's caution
 # about its length under multi-worker loading does not apply.
 warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
+# Lightning 2.6 calls a torch.utils._pytree check that torch 2.14 deprecates; nothing to act on.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 def _exit_on_user_error(error: Exception) -> None:
