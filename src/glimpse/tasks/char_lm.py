@@ -7,8 +7,9 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn import functional as F
+from torchmetrics.text import Perplexity
 
 from glimpse.callbacks.text_samples import TextSampleCallback
 from glimpse.data.spec import TEXT
@@ -21,8 +22,8 @@ from glimpse.tasks.base import GlimpseTask, plain
 class CharLanguageModelTask(GlimpseTask):
     """Next-character prediction with cross-entropy.
 
-    Logs, per split, ``loss`` (nats per character), ``bpc`` (bits per character,
-    ``loss / ln 2``) and ``ppl`` (perplexity, ``exp(loss)``).
+    Logs ``train/loss`` and, for val and test, ``loss`` (nats per character), ``bpc`` (bits
+    per character, ``loss / ln 2``) and ``ppl`` (perplexity, ``exp`` of the mean loss).
 
     With ``batching="stream"`` data (see :class:`~glimpse.data.streams.StreamBatches`) the
     recurrent state is carried from batch to batch and detached in between (truncated BPTT);
@@ -64,6 +65,7 @@ class CharLanguageModelTask(GlimpseTask):
         self.net = instantiate(self.hparams["net"], vocab_size=len(self.vocab))
         self.carries_state = self.spec.metadata.get("batching") == "stream"
         self._state: dict[str, Any] = {}
+        self.perplexity = nn.ModuleDict({"val": Perplexity(), "test": Perplexity()})
 
     def configure_callbacks(self) -> list[TextSampleCallback]:
         samples = self.hparams.get("samples")
@@ -75,7 +77,10 @@ class CharLanguageModelTask(GlimpseTask):
         """``idx (B, T) -> (logits (B, T, V), state)``."""
         return self.net(idx, state)
 
-    def _step(self, batch: tuple[Tensor, Tensor], batch_idx: int, split: str) -> Tensor:
+    def _step(
+        self, batch: tuple[Tensor, Tensor], batch_idx: int, split: str
+    ) -> tuple[Tensor, Tensor]:
+        """Loss and logits ``(B, T, V)`` of one batch, carrying the split's recurrent state."""
         inputs, targets = batch
         if batch_idx == 0:
             self._state.pop(split, None)
@@ -83,16 +88,19 @@ class CharLanguageModelTask(GlimpseTask):
         logits, state = self.net(inputs, state)
         if self.carries_state:
             self._state[split] = detach_state(state)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
+        return loss, logits
 
-    def _log_split(self, split: str, loss: Tensor, batch_size: int) -> None:
-        sync = split != "train"
-        on_step = split == "train"
-        kwargs = dict(on_step=on_step, on_epoch=True, batch_size=batch_size, sync_dist=sync)
+    def _evaluate(self, batch: tuple[Tensor, Tensor], batch_idx: int, split: str) -> None:
+        """Log loss and bits per character (batch means; every batch has the same size) and
+        the split's perplexity, ``exp`` of the mean loss over the whole pass (torchmetrics)."""
+        loss, logits = self._step(batch, batch_idx, split)
+        kwargs = dict(on_epoch=True, batch_size=batch[0].shape[0], sync_dist=True)
         self.log(f"{split}/loss", loss, prog_bar=True, **kwargs)
-        if split != "train":
-            self.log(f"{split}/bpc", loss / math.log(2), **kwargs)
-            self.log(f"{split}/ppl", torch.exp(loss), **kwargs)
+        self.log(f"{split}/bpc", loss / math.log(2), **kwargs)
+        perplexity = self.perplexity[split]
+        perplexity.update(logits.float(), batch[1])
+        self.log(f"{split}/ppl", perplexity, on_epoch=True)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
@@ -105,16 +113,23 @@ class CharLanguageModelTask(GlimpseTask):
             self._state["train"] = tuple(state) if isinstance(state, list) else state
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss = self._step(batch, batch_idx, "train")
+        loss, _ = self._step(batch, batch_idx, "train")
         self.check_finite(loss)
-        self._log_split("train", loss, batch[0].shape[0])
+        self.log(
+            "train/loss",
+            loss,
+            on_step=True,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=batch[0].shape[0],
+        )
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._log_split("val", self._step(batch, batch_idx, "val"), batch[0].shape[0])
+        self._evaluate(batch, batch_idx, "val")
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._log_split("test", self._step(batch, batch_idx, "test"), batch[0].shape[0])
+        self._evaluate(batch, batch_idx, "test")
 
     def generate(
         self,
