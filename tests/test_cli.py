@@ -167,3 +167,19 @@ def test_bad_input_fails_before_training_with_one_sentence(corpus, tmp_path, ove
     assert result.returncode == 1
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_console_entry_points_are_installed(tmp_path):
+    bin_dir = Path(sys.executable).parent
+    for command, config in (("glimpse-train", "train"), ("glimpse-eval", "eval")):
+        overrides = ["ckpt_path=x.ckpt"] if config == "eval" else []
+        result = subprocess.run(
+            [str(bin_dir / command), "--cfg", "job", *overrides],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "seed: 1234" in result.stdout

@@ -96,3 +96,21 @@ def test_bf16_mixed_precision_on_cpu(corpus, tmp_path):
         tmp_path / "run",
     )
     assert math.isfinite(train(cfg))
+
+
+@pytest.mark.parametrize(
+    ("debug", "extra"),
+    [
+        ("limit", []),
+        ("overfit", ["trainer.max_steps=30", "trainer.check_val_every_n_epoch=5"]),
+        ("profiler", ["trainer.max_steps=6", "trainer.val_check_interval=3"]),
+    ],
+)
+def test_debug_configs_run(debug, extra, corpus, tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(corpus, tmp_path) + small_model_overrides("lstm")
+    assert math.isfinite(train(compose_train([f"debug={debug}", *overrides, *extra], run_dir)))
+    if debug == "profiler":
+        assert any(p.name.endswith("profile.txt") for p in run_dir.iterdir())
+    if debug == "overfit":
+        assert (run_dir / "checkpoints" / "last.ckpt").is_file()

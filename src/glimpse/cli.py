@@ -19,9 +19,6 @@ from glimpse.utils.run_dir import register_resolvers
 CONFIG_DIR = os.environ.get("GLIMPSE_CONFIG_DIR", str(Path(__file__).resolve().parents[2] / "conf"))
 
 register_resolvers()
-# Stream batches are one in-memory IterableDataset read without workers, so Lightning's caution
-# about its length under multi-worker loading does not apply.
-warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
 # Lightning 2.6 calls a torch.utils._pytree check that torch 2.14 deprecates; nothing to act on.
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 

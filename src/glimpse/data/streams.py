@@ -20,11 +20,12 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import Dataset
 
 
-class StreamBatches(IterableDataset):
-    """Contiguous streams of ``tokens (N,)``, already batched: use ``DataLoader(batch_size=None)``.
+class StreamBatches:
+    """Contiguous streams of ``tokens (N,)``, already batched (iterate it through
+    :class:`StreamLoader`).
 
     Each of the ``world_size * batch_size`` streams holds ``L = (N - 1) // (world_size *
     batch_size)`` inputs and their ``L`` next-character targets; an epoch has
@@ -67,23 +68,33 @@ class StreamBatches(IterableDataset):
             yield chunk[:, :-1], chunk[:, 1:]
 
 
-class ResumableStreamLoader(DataLoader):
-    """A DataLoader over :class:`StreamBatches` that a run resumed mid-epoch restarts where it
-    stopped (Lightning saves and restores loaders with ``state_dict``/``load_state_dict``).
+class StreamLoader:
+    """What a datamodule hands Lightning for :class:`StreamBatches`: a sized iterable of ready
+    batches that a run resumed mid-epoch restarts where it stopped.
 
+    It is deliberately not a ``DataLoader``: Lightning re-creates DataLoaders with a sampler of
+    its own (a ``DistributedSampler`` under DDP, a ``SequentialSampler`` with
+    ``overfit_batches``), which would reorder or re-shard streams that are already ordered and
+    split per rank. Lightning saves and restores it through ``state_dict``/``load_state_dict``;
     ``batches_done`` reports how many batches of the current epoch the trainer has completed
-    (batches the loader has merely prefetched do not count).
+    (batches merely prefetched do not count).
     """
 
-    def __init__(self, batches: StreamBatches, batches_done: Callable[[], int]) -> None:
-        super().__init__(batches, batch_size=None)
+    def __init__(self, batches: StreamBatches, batches_done: Callable[[], int] | None = None):
+        self.batches = batches
         self.batches_done = batches_done
 
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        return iter(self.batches)
+
     def state_dict(self) -> dict[str, Any]:
-        return {"batches_done": int(self.batches_done())}
+        return {"batches_done": int(self.batches_done()) if self.batches_done else 0}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.dataset.resume_at = state["batches_done"] % len(self.dataset)
+        self.batches.resume_at = state["batches_done"] % len(self.batches)
 
 
 class RandomWindows(Dataset):

@@ -19,7 +19,7 @@ from glimpse.data.corpora import (
 )
 from glimpse.data.download import download_file
 from glimpse.data.spec import TEXT, DataSpec
-from glimpse.data.streams import RandomWindows, ResumableStreamLoader, StreamBatches
+from glimpse.data.streams import RandomWindows, StreamBatches, StreamLoader
 from glimpse.data.vocab import CharVocab
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ class CharTextDataModule(L.LightningDataModule):
             raise RuntimeError("Call prepare_data() and setup() before reading the spec.")
         return self._spec
 
-    def _loader(self, split: str) -> DataLoader:
+    def _loader(self, split: str) -> DataLoader | StreamLoader:
         tokens = self.tokens[split]
         if self.batching == "stream":
             rank = self.trainer.global_rank if self.trainer is not None else 0
@@ -188,8 +188,8 @@ class CharTextDataModule(L.LightningDataModule):
             )
             if split == "train" and self.trainer is not None:
                 progress = self.trainer.fit_loop.epoch_loop.batch_progress
-                return ResumableStreamLoader(batches, lambda: progress.current.completed)
-            return DataLoader(batches, batch_size=None)
+                return StreamLoader(batches, lambda: progress.current.completed)
+            return StreamLoader(batches)
         train = split == "train"
         windows = RandomWindows(
             tokens, self.seq_len, self.windows_per_epoch if train else None, random=train
@@ -203,11 +203,11 @@ class CharTextDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | StreamLoader:
         return self._loader("train")
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | StreamLoader:
         return self._loader("val")
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | StreamLoader:
         return self._loader("test")
