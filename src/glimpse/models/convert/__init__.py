@@ -1,0 +1,1 @@
+"""Key-mapping converters from other libraries' checkpoints to glimpse models."""
