@@ -60,6 +60,23 @@ def tiny_overrides(corpus: Path, tmp_path: Path) -> list[str]:
     ]
 
 
+def tiny_image_overrides(tmp_path: Path) -> list[str]:
+    """The tiny ViT on 5 shapes per class (21 train, 7 val, 7 test images of 32 px)."""
+    return [
+        "model=vit",
+        "data=shapes",
+        "model.net._target_=glimpse.models.vit.vit_test",
+        "data.num_per_class=5",
+        "data.batch_size=8",
+        "data.num_workers=0",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        f"paths.data_dir={tmp_path / 'data'}",
+        "logger=csv",
+        "callbacks.progress_bar=null",
+        "callbacks.model_summary=null",
+    ]
+
+
 def short_run(steps: int, val_every: int | None = None) -> list[str]:
     """Overrides for ``steps`` optimizer steps with a one-batch validation every ``val_every``."""
     return [

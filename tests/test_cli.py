@@ -169,6 +169,26 @@ def test_bad_input_fails_before_training_with_one_sentence(corpus, tmp_path, ove
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("model", "data", "fitting"),
+    [
+        ("vit", "pystdlib", "use one of: data=imagefolder, data=shapes."),
+        ("lstm", "shapes", "use one of: data=pystdlib, data=shakespeare, data=text."),
+    ],
+)
+def test_a_model_and_data_that_do_not_fit_fail_naming_the_data_that_do(
+    tmp_path, model, data, fitting
+):
+    result = run_script(
+        "train.py", f"model={model}", f"data={data}", f"paths.log_dir={tmp_path}", cwd=tmp_path
+    )
+    assert result.returncode == 1
+    message = " ".join(result.stderr.split())  # the console wraps long lines
+    assert f"model={model}" in message and f"data={data}" in message and fitting in message
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "data").exists()  # nothing was generated or downloaded
+
+
 def test_console_entry_points_are_installed(tmp_path):
     bin_dir = Path(sys.executable).parent
     for command, config in (("glimpse-train", "train"), ("glimpse-eval", "eval")):

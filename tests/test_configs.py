@@ -39,6 +39,8 @@ def test_every_shipped_config_composes_and_resolves(override, tmp_path):
     overrides = [override]
     if override == "data=text":
         overrides.append("data.path=corpus.txt")
+    if override == "data=imagefolder":
+        overrides.append("data.root=images")
     cfg = compose_train(overrides, tmp_path)
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     assert cfg.model._target_ and cfg.data._target_ and cfg.trainer._target_
@@ -103,3 +105,21 @@ def test_compatible_pair_passes():
         CONF,
         ("lstm", "pystdlib"),
     )
+
+
+def test_best_checkpoint_and_optuna_follow_the_optimized_metric_and_mode(tmp_path):
+    text = compose_train([], tmp_path).callbacks.model_checkpoint
+    assert (text.monitor, text.mode) == ("val/loss", "min")
+    images = compose_train(["model=vit", "data=shapes"], tmp_path).callbacks.model_checkpoint
+    assert (images.monitor, images.mode) == ("val/acc1", "max")
+    overfit = compose_train(["model=vit", "debug=overfit"], tmp_path).callbacks.model_checkpoint
+    assert (overfit.monitor, overfit.mode) == ("train/loss_epoch", "min")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for mode, direction in (("min", "minimize"), ("max", "maximize")):
+            cfg = compose(
+                "train",
+                overrides=["hparams_search=charlm_optuna", f"optimized_mode={mode}"],
+                return_hydra_config=True,
+            )
+            assert cfg.hydra.sweeper.direction == direction

@@ -6,8 +6,16 @@ import math
 
 import pytest
 import torch
-from conftest import compose_train, short_run, small_model_overrides, tiny_overrides
+from conftest import (
+    compose_train,
+    short_run,
+    small_model_overrides,
+    tiny_image_overrides,
+    tiny_overrides,
+)
 
+from glimpse.data.shapes import KINDS
+from glimpse.models.vit import VisionTransformer
 from glimpse.run import load_task, train
 
 MODELS = ["rnn", "lstm", "gru", "transformer"]
@@ -114,3 +122,30 @@ def test_debug_configs_run(debug, extra, corpus, tmp_path):
         assert any(p.name.endswith("profile.txt") for p in run_dir.iterdir())
     if debug == "overfit":
         assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_fast_dev_run_of_vit_on_shapes_returns_top1_accuracy(tmp_path):
+    cfg = compose_train([*tiny_image_overrides(tmp_path), "debug=fdr"], tmp_path / "run")
+    assert cfg.optimized_metric == "val/acc1" and cfg.optimized_mode == "max"
+    assert 0.0 <= train(cfg) <= 1.0
+    assert len(list((tmp_path / "data").glob("shapes_32_0_n5_d2/*/*/*.png"))) == 7 * 5
+
+
+def test_vit_on_shapes_keeps_the_best_top1_checkpoint_and_rebuilds_from_it(tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = [*tiny_image_overrides(tmp_path), *short_run(4, val_every=2)]
+    cfg = compose_train([*overrides, "trainer.log_every_n_steps=1"], run_dir)
+    value = train(cfg)
+    metrics = (run_dir / "csv" / "version_0" / "metrics.csv").read_text()
+    for name in ("train/loss_step", "train/acc1", "val/acc1", "val/acc5", "test/acc1", "test/acc5"):
+        assert name in metrics
+    assert value == pytest.approx(float(_last_value(metrics, "val/acc1")), rel=1e-5)
+    (best,) = (run_dir / "checkpoints").glob("best_step*.ckpt")
+    checkpoint = torch.load(best, weights_only=True)
+    (state_key,) = [key for key in checkpoint["callbacks"] if key.startswith("ModelCheckpoint")]
+    assert "'monitor': 'val/acc1'" in state_key and "'mode': 'max'" in state_key
+    task, meta = load_task(run_dir / "checkpoints" / "last.ckpt")
+    assert meta["task"] == "glimpse.tasks.classification.ImageClassifier"
+    assert task.spec.class_names == tuple(sorted(KINDS)) and task.spec.image_size == 32
+    assert isinstance(task.net, VisionTransformer) and task.net.num_classes == len(KINDS)
+    assert task(torch.zeros(2, 3, 32, 32)).shape == (2, len(KINDS))

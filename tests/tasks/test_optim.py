@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, LinearLR, SequentialLR
 
-from glimpse.tasks.optim import adamw_with_decay_groups, warmup_cosine
+from glimpse.tasks.optim import adamw_with_decay_groups, no_weight_decay_names, warmup_cosine
 
 
 def test_warmup_cosine_matches_torch_linear_then_cosine_schedulers():
@@ -60,3 +60,20 @@ def test_adamw_decays_matrices_but_not_biases_or_norms():
         id(model[2].weight),
         id(model[2].bias),
     }
+
+
+def test_adamw_spares_what_a_submodule_lists_in_no_weight_decay():
+    class WithTable(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.table = nn.Parameter(torch.zeros(1, 3, 4))
+            self.proj = nn.Linear(4, 4)
+
+        def no_weight_decay(self) -> set[str]:
+            return {"table"}
+
+    model = nn.Sequential(nn.Linear(4, 4), WithTable())
+    assert no_weight_decay_names(model) == {"1.table"}
+    decayed, plain = adamw_with_decay_groups(model, lr=1e-3, weight_decay=0.1).param_groups
+    assert {id(p) for p in decayed["params"]} == {id(model[0].weight), id(model[1].proj.weight)}
+    assert id(model[1].table) in {id(p) for p in plain["params"]}

@@ -260,6 +260,11 @@ class VisionTransformer(nn.Module):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameters AdamW should not decay besides biases and norms (timm's convention):
+        the position table and the class token, which are embeddings, not weights."""
+        return {"pos_embed", "cls_token"}
+
     def _grid(self, height: int, width: int) -> tuple[int, int]:
         if height % self.patch_size or width % self.patch_size:
             raise ValueError(

@@ -8,6 +8,17 @@ import torch
 from torch import nn
 
 
+def no_weight_decay_names(module: nn.Module) -> set[str]:
+    """Qualified names of the parameters that ``module`` or any submodule lists in its
+    ``no_weight_decay()`` (timm's convention, e.g. ViT's ``{"pos_embed", "cls_token"}``)."""
+    names: set[str] = set()
+    for prefix, submodule in module.named_modules():
+        listed = getattr(submodule, "no_weight_decay", None)
+        if callable(listed):
+            names |= {f"{prefix}.{name}" if prefix else name for name in listed()}
+    return names
+
+
 def adamw_with_decay_groups(
     module: nn.Module,
     lr: float,
@@ -16,11 +27,15 @@ def adamw_with_decay_groups(
     eps: float = 1e-8,
 ) -> torch.optim.AdamW:
     """AdamW (Loshchilov & Hutter 2019) decaying only parameters with two or more dimensions
-    (weights and embeddings), not biases or norm gains, as in nanoGPT and timm."""
-    params = [p for p in module.parameters() if p.requires_grad]
+    (weights and embeddings), not biases or norm gains, as in nanoGPT and timm, and not the
+    parameters a submodule lists in ``no_weight_decay()`` (position tables, class tokens)."""
+    skip = no_weight_decay_names(module)
+    named = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
+    decayed = [p for name, p in named if p.ndim >= 2 and name not in skip]
+    plain = [p for name, p in named if p.ndim < 2 or name in skip]
     groups = [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        {"params": decayed, "weight_decay": weight_decay},
+        {"params": plain, "weight_decay": 0.0},
     ]
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
 

@@ -1,0 +1,495 @@
+"""Labelled images in ImageFolder layout (``root/<split>/<class>/<image>``) as LightningDataModules.
+
+* :func:`open_rgb` decodes one file the way real photo collections need: EXIF orientation
+  applied, grayscale, palette, CMYK, 16-bit and alpha images turned into 8-bit RGB, and any
+  unreadable file reported as a :class:`CorruptImageError` naming it.
+* :func:`train_transform` and :func:`eval_transform` build the torchvision.transforms.v2
+  pipelines from plain arguments (so from config).
+* :class:`ImageFolderDataModule` reads ``root/train`` and ``root/val`` (and ``root/test`` when
+  present, else val again for testing) through :class:`torchvision.datasets.ImageFolder`.
+* :class:`ShapesDataModule` first writes the synthetic shapes dataset
+  (:func:`glimpse.data.shapes.write_imagefolder`) and then reads it with the same code.
+
+Corrupt files are found by a verification pass in :meth:`ImageFolderDataModule.setup`, not
+when a batch is loaded: the error (or the count of skipped files, with ``skip_corrupt``)
+then comes before training, once, from the main process; a split's length is fixed before
+its sampler (and Lightning's distributed sampler) is built, so every epoch, every rank and
+every batch has the size the config says, with no collate function that drops samples. The
+pass decodes each image fully (a truncated JPEG is only noticed when its last bytes are
+missing), in JPEG draft mode (DCT-domain downscaling, which still reads every byte) and on
+``num_workers`` threads (Pillow releases the GIL while decoding). Datasets too large to
+verify on every run can set ``verify=false``; a bad file then raises
+:class:`CorruptImageError` naming it when it is loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch.utils.data import DataLoader, default_collate
+from torchvision.datasets import ImageFolder
+from torchvision.transforms import v2
+
+from glimpse.data.shapes import write_imagefolder
+from glimpse.data.spec import LABELLED_IMAGES, DataSpec, LabelledImages
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Background that transparent pixels are composited onto, as a browser shows them.
+ALPHA_BACKGROUND = (255, 255, 255)
+SPLITS = ("train", "val", "test")
+#: The splits each Lightning stage reads.
+STAGE_SPLITS = {
+    "fit": ("train", "val"),
+    "validate": ("val",),
+    "test": ("test",),
+    "predict": ("test",),
+}
+SHOWN_BAD_FILES = 5
+
+
+class CorruptImageError(ValueError):
+    """An image file cannot be decoded (truncated, corrupt or not an image)."""
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB from any Pillow mode.
+
+    Grayscale is repeated over the three channels; 16-bit grayscale (``I;16``) is scaled to
+    8 bits rather than clipped; palette, CMYK and YCbCr images are converted by Pillow; images
+    with transparency (``RGBA``, ``LA``, ``PA``, or a palette with a transparent entry) are
+    composited onto :data:`ALPHA_BACKGROUND` instead of keeping the colour under transparent
+    pixels, which is often arbitrary.
+    """
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I;16"):
+        pixels = np.asarray(image, dtype=np.uint16).astype(np.float32)
+        return Image.fromarray(np.rint(pixels / 257).astype(np.uint8)).convert("RGB")
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*ALPHA_BACKGROUND, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def open_rgb(path: str | os.PathLike, draft: bool = False) -> Image.Image:
+    """Decode the image at ``path`` as 8-bit RGB, turned upright by its EXIF orientation.
+
+    With ``draft`` a JPEG is decoded at 1/8 scale (every byte is still read, so truncation
+    is still noticed): the verification pass's shortcut.
+
+    Raises :class:`CorruptImageError` naming ``path`` when the file is not a readable image.
+    """
+    try:
+        with Image.open(path) as image:
+            if draft:
+                image.draft(None, (1, 1))
+            image.load()
+            upright = ImageOps.exif_transpose(image)
+            return to_rgb(upright)
+    except Exception as error:  # Pillow's decoders raise many types on malformed files
+        raise CorruptImageError(f"{path} cannot be decoded as an image ({error})") from error
+
+
+def _unreadable(path: str) -> str | None:
+    """Why ``path`` cannot be decoded, or None when it can."""
+    try:
+        open_rgb(path, draft=True)
+    except CorruptImageError as error:
+        return str(error)
+    return None
+
+
+def train_transform(
+    image_size: int,
+    scale: Sequence[float] = (0.08, 1.0),
+    hflip: float = 0.5,
+    auto_augment: Literal["trivialaugment", "randaugment"] | None = None,
+    randaugment_num_ops: int = 2,
+    randaugment_magnitude: int = 9,
+    random_erasing: float = 0.0,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> v2.Compose:
+    """PIL image -> ``(3, image_size, image_size)`` float32 tensor, normalised.
+
+    RandomResizedCrop to ``image_size`` over ``scale`` of the area (aspect ratio 3/4 to 4/3),
+    horizontal flip with probability ``hflip``, optionally TrivialAugmentWide (Müller & Hutter
+    2021) or RandAugment (Cubuk et al. 2020), then scaling to [0, 1], normalisation, and
+    RandomErasing (Zhong et al. 2020) with probability ``random_erasing``. The image becomes a
+    uint8 tensor first, so the geometric and colour operations run on tensors (torchvision's
+    advice for v2 transforms).
+    """
+    steps: list[v2.Transform] = [
+        v2.ToImage(),
+        v2.RandomResizedCrop(image_size, scale=tuple(scale), antialias=True),
+    ]
+    if hflip > 0:
+        steps.append(v2.RandomHorizontalFlip(hflip))
+    if auto_augment == "trivialaugment":
+        steps.append(v2.TrivialAugmentWide())
+    elif auto_augment == "randaugment":
+        steps.append(v2.RandAugment(randaugment_num_ops, randaugment_magnitude))
+    elif auto_augment is not None:
+        raise ValueError(
+            f"Unknown data.auto_augment={auto_augment!r}; use trivialaugment, randaugment or null."
+        )
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    if random_erasing > 0:
+        steps.append(v2.RandomErasing(random_erasing))
+    return v2.Compose(steps)
+
+
+def eval_transform(
+    image_size: int,
+    crop_ratio: float = 0.875,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> v2.Compose:
+    """PIL image -> ``(3, image_size, image_size)`` float32 tensor, normalised: the shorter
+    side resized to ``int(image_size / crop_ratio)``, then the centre ``image_size`` square
+    (224 from 256 with the usual ``crop_ratio`` 0.875)."""
+    if not 0 < crop_ratio <= 1:
+        raise ValueError(f"data.crop_ratio={crop_ratio} must be in (0, 1].")
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            v2.Resize(int(image_size / crop_ratio), antialias=True),
+            v2.CenterCrop(image_size),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(mean), list(std)),
+        ]
+    )
+
+
+def collate_labelled_images(samples: list[tuple[torch.Tensor, int]]) -> LabelledImages:
+    """Stack ``(image (3, H, W), label)`` samples into a :class:`LabelledImages` batch."""
+    images, labels = default_collate(samples)
+    return LabelledImages(images, labels)
+
+
+def class_folders(folder: Path) -> list[str]:
+    """The class folder names under ``folder``, sorted; hidden folders (``.ipynb_checkpoints``
+    and the like) are not classes."""
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"{folder} does not exist; data.root must hold train/ and val/ folders with one "
+            "subfolder of images per class."
+        )
+    return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+
+
+class ClassFolder(ImageFolder):
+    """:class:`~torchvision.datasets.ImageFolder` with its classes given, not found, so that
+    every split uses the training split's label indices even when a class has no images in
+    it. Samples are ``(transformed image, label)``."""
+
+    def __init__(self, root: Path, classes: Sequence[str], **kwargs) -> None:
+        self.fixed_classes = list(classes)
+        super().__init__(str(root), **kwargs)
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        return self.fixed_classes, {name: i for i, name in enumerate(self.fixed_classes)}
+
+    def keep(self, samples: list[tuple[str, int]]) -> None:
+        """Restrict the dataset to ``samples``."""
+        self.samples = self.imgs = samples
+        self.targets = [label for _, label in samples]
+
+
+class ImageFolderDataModule(L.LightningDataModule):
+    """Images in ``root/{train,val}/<class>/*``, and ``root/test`` when it exists.
+
+    Labels index the class folders of ``root/train`` in sorted order; val and test may lack a
+    class but may not add one. Without ``root/test`` the test stage evaluates val.
+
+    Args:
+        root: the folder holding ``train/`` and ``val/``.
+        image_size: the side of the square crops the model receives.
+        batch_size: images per batch (per device).
+        num_workers: DataLoader worker processes (and verification threads).
+        class_names: a mapping from class folder name to a human-readable name (for example
+            ImageNet wnids to words); every folder must be in it. None keeps the folder names.
+        scale: RandomResizedCrop's range of the crop's area, as a fraction of the image's.
+        hflip: probability of a horizontal flip in training.
+        auto_augment: ``trivialaugment``, ``randaugment`` or None.
+        randaugment_num_ops, randaugment_magnitude: RandAugment's N and M.
+        random_erasing: probability of RandomErasing in training.
+        crop_ratio: evaluation resizes the shorter side to ``image_size / crop_ratio`` and
+            takes the centre crop.
+        mean, std: per-channel normalisation of RGB values in [0, 1].
+        verify: decode every image of a split once at setup (see the module docstring).
+        skip_corrupt: leave unreadable images out (counted in a warning) instead of failing;
+            needs ``verify``.
+        pin_memory: page-locked batches; None pins them when training on a CUDA device.
+    """
+
+    KIND = LABELLED_IMAGES
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        image_size: int = 224,
+        batch_size: int = 64,
+        num_workers: int = 4,
+        class_names: Mapping[str, str] | None = None,
+        scale: Sequence[float] = (0.08, 1.0),
+        hflip: float = 0.5,
+        auto_augment: Literal["trivialaugment", "randaugment"] | None = None,
+        randaugment_num_ops: int = 2,
+        randaugment_magnitude: int = 9,
+        random_erasing: float = 0.0,
+        crop_ratio: float = 0.875,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        verify: bool = True,
+        skip_corrupt: bool = False,
+        pin_memory: bool | None = None,
+    ) -> None:
+        super().__init__()
+        if skip_corrupt and not verify:
+            raise ValueError("data.skip_corrupt=true needs data.verify=true to find the files.")
+        if len(mean) != 3 or len(std) != 3:
+            raise ValueError(f"data.mean={list(mean)} and data.std={list(std)} need 3 values.")
+        self.root = Path(root)
+        self.image_size = int(image_size)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.class_name_map = dict(class_names) if class_names is not None else None
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.verify, self.skip_corrupt = verify, skip_corrupt
+        self.pin_memory = pin_memory
+        self.transforms = {
+            "train": train_transform(
+                self.image_size,
+                scale,
+                hflip,
+                auto_augment,
+                randaugment_num_ops,
+                randaugment_magnitude,
+                random_erasing,
+                self.mean,
+                self.std,
+            ),
+            "eval": eval_transform(self.image_size, crop_ratio, self.mean, self.std),
+        }
+        self.datasets: dict[str, ClassFolder] = {}
+        self._spec: DataSpec | None = None
+
+    def split_folder(self, split: str) -> Path:
+        """Where ``split`` is read from: ``root/test``, or ``root/val`` when there is none."""
+        if split == "test" and not (self.root / "test").is_dir():
+            return self.root / "val"
+        return self.root / split
+
+    def setup(self, stage: str | None = None) -> None:
+        """Index the classes and the images of the splits ``stage`` needs (all for None),
+        each split once per datamodule, verifying its images when ``verify``."""
+        if self._spec is None:
+            self._spec = self._build_spec(class_folders(self.root / "train"))
+        for split in STAGE_SPLITS.get(stage or "", SPLITS):
+            self.dataset(split)
+
+    def metadata(self) -> dict:
+        """Provenance kept in the spec's metadata."""
+        return {"root": str(self.root)}
+
+    def _build_spec(self, folders: list[str]) -> DataSpec:
+        names = folders
+        if self.class_name_map is not None:
+            missing = [f for f in folders if f not in self.class_name_map]
+            if missing:
+                raise ValueError(
+                    f"data.class_names has no name for the class folder(s) {', '.join(missing)} "
+                    f"of {self.root / 'train'}."
+                )
+            names = [self.class_name_map[f] for f in folders]
+        if len(folders) < 2:
+            raise ValueError(
+                f"{self.root / 'train'} holds {len(folders)} class folder(s); classification "
+                "needs at least 2."
+            )
+        return DataSpec(
+            kind=LABELLED_IMAGES,
+            class_names=tuple(names),
+            image_size=self.image_size,
+            mean=self.mean,
+            std=self.std,
+            metadata={**self.metadata(), "class_folders": list(folders)},
+        )
+
+    def dataset(self, split: str) -> ClassFolder:
+        """The dataset of ``split``, indexed (and verified) on first use; the test split is
+        the val dataset itself when there is no ``root/test``."""
+        if split not in self.datasets:
+            if split == "test" and self.split_folder("test") == self.split_folder("val"):
+                self.datasets[split] = self.dataset("val")
+            else:
+                self.datasets[split] = self._build_split(split)
+        return self.datasets[split]
+
+    def _build_split(self, split: str) -> ClassFolder:
+        folder = self.split_folder(split)
+        classes = self.spec.metadata["class_folders"]
+        if split != "train":
+            extra = sorted(set(class_folders(folder)) - set(classes))
+            if extra:
+                raise ValueError(
+                    f"{folder} has class folder(s) {', '.join(extra)} that {self.root / 'train'} "
+                    "lacks; every class needs training images."
+                )
+        dataset = ClassFolder(
+            folder,
+            classes,
+            transform=self.transforms["train" if split == "train" else "eval"],
+            loader=open_rgb,
+            allow_empty=split != "train",
+        )
+        if self.verify:
+            self._verify(dataset, split, folder)
+        counts = np.bincount(dataset.targets, minlength=len(classes))
+        log.info(
+            "%s split: %d images in %d classes from %s (%d to %d per class)",
+            split,
+            len(dataset),
+            len(classes),
+            folder,
+            counts.min(),
+            counts.max(),
+        )
+        if len(dataset) == 0:
+            raise ValueError(f"{folder} holds no images in the class folders of the train split.")
+        return dataset
+
+    def _verify(self, dataset: ClassFolder, split: str, folder: Path) -> None:
+        """Decode every image of ``dataset``; raise on unreadable ones, or drop and count them
+        with ``skip_corrupt``."""
+        paths = [path for path, _ in dataset.samples]
+        with ThreadPoolExecutor(max_workers=max(1, self.num_workers)) as pool:
+            problems = list(pool.map(_unreadable, paths))
+        bad = [problem for problem in problems if problem is not None]
+        if not bad:
+            return
+        if not self.skip_corrupt:
+            raise CorruptImageError(
+                f"{bad[0]}; {len(bad)} of the {len(paths)} images in {folder} are unreadable. "
+                "Replace or delete them, or set data.skip_corrupt=true to skip them."
+            )
+        dataset.keep([s for s, p in zip(dataset.samples, problems, strict=True) if p is None])
+        shown = "; ".join(bad[:SHOWN_BAD_FILES]) + ("; ..." if len(bad) > SHOWN_BAD_FILES else "")
+        log.warning(
+            "Skipped %d unreadable image(s) of the %d in the %s split (%s), as "
+            "data.skip_corrupt=true: %s",
+            len(bad),
+            len(paths),
+            split,
+            folder,
+            shown,
+        )
+
+    @property
+    def spec(self) -> DataSpec:
+        if self._spec is None:
+            raise RuntimeError("Call prepare_data() and setup() before reading the spec.")
+        return self._spec
+
+    def _pin(self) -> bool:
+        if self.pin_memory is not None:
+            return self.pin_memory
+        return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+
+    def _loader(self, split: str) -> DataLoader:
+        train = split == "train"
+        return DataLoader(
+            self.dataset(split),
+            batch_size=self.batch_size,
+            shuffle=train,
+            num_workers=self.num_workers,
+            collate_fn=collate_labelled_images,
+            pin_memory=self._pin(),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+
+#: How :class:`ShapesDataModule` shares each class's images among the splits.
+SHAPES_SPLITS = {"train": 0.8, "val": 0.1, "test": 0.1}
+
+
+class ShapesDataModule(ImageFolderDataModule):
+    """The synthetic shapes classification set (:mod:`glimpse.data.shapes`): 7 classes, one
+    large shape per image among small distractors, on varied backgrounds.
+
+    :meth:`prepare_data` writes it, once, to :attr:`root` under ``data_dir``
+    (``train/``, ``val/``, ``test/`` taking 80/10/10 % of each class); it is then read by
+    :class:`ImageFolderDataModule`. The folder's name holds every parameter of its contents,
+    so changing one writes a new dataset instead of reading a stale one.
+
+    Args:
+        data_dir: where the generated folder goes.
+        image_size: the side of the generated images and of the model's input.
+        num_per_class: images per class over all splits.
+        seed: the generator's seed; the same seed gives the same files.
+        distractors: up to this many small shapes of other kinds per image.
+        **kwargs: any argument of :class:`ImageFolderDataModule` but ``root``.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike = "data",
+        image_size: int = 32,
+        num_per_class: int = 300,
+        seed: int = 0,
+        distractors: int = 2,
+        **kwargs,
+    ) -> None:
+        name = f"shapes_{image_size}_{seed}_n{num_per_class}_d{distractors}"
+        super().__init__(root=Path(data_dir) / name, image_size=image_size, **kwargs)
+        self.num_per_class, self.seed, self.distractors = num_per_class, seed, distractors
+
+    def metadata(self) -> dict:
+        return {
+            **super().metadata(),
+            "generator": "glimpse.data.shapes.write_imagefolder",
+            "num_per_class": self.num_per_class,
+            "seed": self.seed,
+            "distractors": self.distractors,
+        }
+
+    def prepare_data(self) -> None:
+        """Write the dataset unless its folder exists (written atomically, so it is whole)."""
+        if self.root.is_dir():
+            return
+        log.info("Writing the shapes dataset to %s", self.root)
+        write_imagefolder(
+            self.root,
+            self.num_per_class,
+            self.image_size,
+            self.seed,
+            splits=SHAPES_SPLITS,
+            distractors=self.distractors,
+        )
