@@ -149,3 +149,16 @@ def test_vit_on_shapes_keeps_the_best_top1_checkpoint_and_rebuilds_from_it(tmp_p
     assert task.spec.class_names == tuple(sorted(KINDS)) and task.spec.image_size == 32
     assert isinstance(task.net, VisionTransformer) and task.net.num_classes == len(KINDS)
     assert task(torch.zeros(2, 3, 32, 32)).shape == (2, len(KINDS))
+
+
+def test_fast_dev_run_of_swin_on_shapes(tmp_path):
+    overrides = [
+        *(o for o in tiny_image_overrides(tmp_path) if o != "model=vit"),
+        "model=swin",
+        "model.net._target_=glimpse.models.swin.swin_test",
+        "debug=fdr",
+    ]
+    cfg = compose_train(overrides, tmp_path / "run")
+    assert cfg.model.net._target_ == "glimpse.models.swin.swin_test"
+    assert cfg.model.net.drop_path_rate == 0.2  # from conf/model/swin.yaml
+    assert 0.0 <= train(cfg) <= 1.0
