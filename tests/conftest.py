@@ -133,3 +133,20 @@ class ImageDataModuleStandIn:
     """A datamodule class yielding a batch kind no character model accepts (for compat tests)."""
 
     KIND = "labelled_images"
+
+
+def random_images(height: int, width: int, seed: int = 0, batch: int = 2) -> torch.Tensor:
+    """A seeded ``(batch, 3, height, width)`` batch of N(0, 1) pixels."""
+    return torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(seed))
+
+
+def randomize_parameters(module: torch.nn.Module, seed: int, std: float) -> None:
+    """Give every parameter random values: N(0, std), plus 1 for LayerNorm weights, so that a
+    converter test depends on every mapped tensor."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for sub in module.modules():
+            for name, p in sub.named_parameters(recurse=False):
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+                if isinstance(sub, torch.nn.LayerNorm) and name == "weight":
+                    p.add_(1.0)

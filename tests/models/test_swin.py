@@ -8,6 +8,7 @@ import itertools
 import pytest
 import torch
 import torchvision
+from conftest import random_images, randomize_parameters
 from torch import nn
 from torch.testing import assert_close
 
@@ -25,21 +26,6 @@ from glimpse.models.swin import (
 )
 
 B = 2
-
-
-def _images(height: int, width: int, seed: int = 0, batch: int = B) -> torch.Tensor:
-    return torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(seed))
-
-
-def _randomize(module: nn.Module, seed: int, std: float) -> None:
-    """Give every parameter random values: N(0, std), plus 1 for LayerNorm weights."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for sub in module.modules():
-            for name, p in sub.named_parameters(recurse=False):
-                p.copy_(torch.randn(p.shape, generator=gen) * std)
-                if isinstance(sub, nn.LayerNorm) and name == "weight":
-                    p.add_(1.0)
 
 
 def _same_segment(height: int, width: int, window: int, shift: tuple[int, int]) -> torch.Tensor:
@@ -70,7 +56,7 @@ def test_forward_shapes_for_several_image_sizes(height, width):
     """48x40 gives 24x20 then 12x10 maps: both padded to multiples of the window (4)."""
     torch.manual_seed(0)
     model = swin_test().eval()
-    x = _images(height, width)
+    x = random_images(height, width)
     with torch.no_grad():
         features, stages = model.forward_features(x, return_stages=True)
         logits = model(x)
@@ -87,7 +73,7 @@ def test_forward_shapes_for_several_image_sizes(height, width):
 def test_gradient_reaches_every_parameter(height, width):
     torch.manual_seed(0)
     model = swin_test()
-    model(_images(height, width)).square().sum().backward()
+    model(random_images(height, width)).square().sum().backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
@@ -121,7 +107,7 @@ def test_block_skips_shift_on_an_axis_one_window_covers():
     """On a 4x8 map with M=4, the block's mask is the brute force for a shift of (0, 2)."""
     torch.manual_seed(0)
     block = SwinBlock(8, 2, window_size=4, shift_size=2).eval()
-    _randomize(block, seed=3, std=0.3)
+    randomize_parameters(block, seed=3, std=0.3)
     with torch.no_grad():
         _, attention = block(torch.randn(1, 4, 8, 8), return_attention=True)
     same = _same_segment(4, 8, 4, (0, 2))
@@ -131,7 +117,7 @@ def test_block_skips_shift_on_an_axis_one_window_covers():
 def test_masked_attention_is_exactly_zero_across_wrap_around():
     torch.manual_seed(0)
     block = SwinBlock(8, 2, window_size=4, shift_size=2).eval()
-    _randomize(block, seed=3, std=0.3)
+    randomize_parameters(block, seed=3, std=0.3)
     with torch.no_grad():
         _, attention = block(torch.randn(B, 8, 8, 8), return_attention=True)
     assert attention.shape == (B, 4, 2, 16, 16)
@@ -147,7 +133,7 @@ def test_shifted_block_output_ignores_tokens_across_wrap_around():
     (0..1, 0..1), not those of (6..7, 6..7) nor of (0..1, 6..7) or (6..7, 0..1)."""
     torch.manual_seed(0)
     block = SwinBlock(8, 2, window_size=4, shift_size=2).eval()
-    _randomize(block, seed=4, std=0.3)
+    randomize_parameters(block, seed=4, std=0.3)
     x = torch.randn(1, 8, 8, 8)
     changed = x.clone()
     changed[0, 0, 0, 0] += 1.0
@@ -161,8 +147,8 @@ def test_shifted_block_output_ignores_tokens_across_wrap_around():
 def test_attention_path_matches_sdpa_path():
     torch.manual_seed(0)
     model = swin_test().eval()
-    _randomize(model, seed=5, std=0.3)
-    x = _images(32, 40)
+    randomize_parameters(model, seed=5, std=0.3)
+    x = random_images(32, 40)
     with torch.no_grad():
         logits, attentions = model(x, return_attention=True)
         features, stages, _ = model.forward_features(x, return_stages=True, return_attention=True)
@@ -187,9 +173,9 @@ def test_matches_torchvision_swin_transformer(height, width):
         window_size=[4, 4],
         num_classes=10,
     ).eval()
-    _randomize(tv, seed=1, std=0.3)
+    randomize_parameters(tv, seed=1, std=0.3)
     ours = swin_from_torchvision(tv).eval()
-    x = _images(height, width)
+    x = random_images(height, width)
     with torch.no_grad():
         features, stages = ours.forward_features(x, return_stages=True)
         assert_close(ours(x), tv(x), atol=1e-4, rtol=1e-4)
@@ -201,10 +187,10 @@ def test_matches_torchvision_swin_t():
     """The real constructor's key names convert, and swin_tiny has the same shapes."""
     torch.manual_seed(0)
     tv = torchvision.models.swin_t(weights=None).eval()
-    _randomize(tv, seed=2, std=0.02)
+    randomize_parameters(tv, seed=2, std=0.02)
     ours = swin_from_torchvision(tv).eval()
     assert ours.layers[-1].blocks[-1].drop_path.drop_prob == 0.2
-    x = _images(224, 224, batch=1)
+    x = random_images(224, 224, batch=1)
     with torch.no_grad():
         assert_close(ours(x), tv(x), atol=1e-4, rtol=1e-4)
     with torch.device("meta"):
@@ -253,7 +239,7 @@ def test_without_head_returns_pooled_features(num_classes):
     torch.manual_seed(0)
     model = swin_test(num_classes=num_classes).eval()
     assert isinstance(model.head, nn.Identity)
-    x = _images(32, 32)
+    x = random_images(32, 32)
     with torch.no_grad():
         pooled = model(x)
         features = model.forward_features(x)
@@ -263,6 +249,6 @@ def test_without_head_returns_pooled_features(num_classes):
 
 def test_rejects_image_size_not_divisible_by_patch():
     with pytest.raises(ValueError, match="not divisible by the patch size 2"):
-        swin_test()(_images(33, 32))
+        swin_test()(random_images(33, 32))
     with pytest.raises(ValueError, match="same number of stages"):
         SwinTransformer(depths=(2, 2), num_heads=(1,))

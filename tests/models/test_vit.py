@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
+from conftest import random_images, randomize_parameters
 from torch import nn
 from torch.testing import assert_close
 
@@ -20,36 +21,21 @@ def _small(**kwargs) -> VisionTransformer:
     return vit_test(patch_size=8, **kwargs)
 
 
-def _images(height: int, width: int, seed: int = 0, batch: int = B) -> torch.Tensor:
-    return torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(seed))
-
-
-def _randomize(module: nn.Module, seed: int, std: float) -> None:
-    """Give every parameter random values: N(0, std), plus 1 for LayerNorm weights."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for sub in module.modules():
-            for name, p in sub.named_parameters(recurse=False):
-                p.copy_(torch.randn(p.shape, generator=gen) * std)
-                if isinstance(sub, nn.LayerNorm) and name == "weight":
-                    p.add_(1.0)
-
-
 @pytest.mark.parametrize("height,width", [(32, 32), (48, 48), (32, 48)])
 def test_forward_shapes_for_several_image_sizes(height, width):
     torch.manual_seed(0)
     model = _small().eval()
     num_patches = (height // 8) * (width // 8)
-    tokens = model.forward_features(_images(height, width))
+    tokens = model.forward_features(random_images(height, width))
     assert tokens.shape == (B, 1 + num_patches, D)
-    assert model(_images(height, width)).shape == (B, 10)
+    assert model(random_images(height, width)).shape == (B, 10)
 
 
 @pytest.mark.parametrize("size", [32, 48])
 def test_gradient_reaches_every_parameter(size):
     torch.manual_seed(0)
     model = _small()
-    model(_images(size, size)).square().sum().backward()
+    model(random_images(size, size)).square().sum().backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
@@ -66,9 +52,9 @@ def test_matches_torchvision_vision_transformer():
         mlp_dim=64,
         num_classes=10,
     ).eval()
-    _randomize(tv, seed=1, std=0.3)
+    randomize_parameters(tv, seed=1, std=0.3)
     ours = vit_from_torchvision(tv).eval()
-    x = _images(32, 32)
+    x = random_images(32, 32)
     with torch.no_grad():
         expected_logits = tv(x)
         tv_tokens = torch.cat([tv.class_token.expand(B, -1, -1), tv._process_input(x)], dim=1)
@@ -82,9 +68,9 @@ def test_matches_torchvision_presets(name):
     """The real constructors' key names convert, and our presets have the same shapes."""
     torch.manual_seed(0)
     tv = getattr(torchvision.models, name)(weights=None).eval()
-    _randomize(tv, seed=2, std=0.02)
+    randomize_parameters(tv, seed=2, std=0.02)
     ours = vit_from_torchvision(tv).eval()
-    x = _images(224, 224, batch=1)
+    x = random_images(224, 224, batch=1)
     with torch.no_grad():
         assert_close(ours(x), tv(x), atol=1e-4, rtol=1e-4)
     with torch.device("meta"):
@@ -155,20 +141,20 @@ def test_model_runs_at_other_size_with_resized_position_table():
     state = dict(model.state_dict())
     state["pos_embed"] = resize_position_embedding(state["pos_embed"], (4, 4), (6, 6))
     model_48.load_state_dict(state)
-    x = _images(48, 48)
+    x = random_images(48, 48)
     with torch.no_grad():
         assert_close(model(x), model_48(x))
 
 
 def test_rejects_image_size_not_divisible_by_patch():
     with pytest.raises(ValueError, match="not divisible by the patch size 8"):
-        _small()(_images(36, 32))
+        _small()(random_images(36, 32))
 
 
 def test_attention_path_matches_sdpa_path_and_rows_sum_to_one():
     torch.manual_seed(0)
     model = _small().eval()
-    x = _images(32, 32)
+    x = random_images(32, 32)
     with torch.no_grad():
         logits, attentions = model(x, return_attention=True)
         tokens, _ = model.forward_features(x, return_attention=True)
@@ -198,7 +184,7 @@ def test_stochastic_depth_is_random_in_train_and_deterministic_in_eval():
     model = _small(drop_path_rate=0.5, depth=4).train()
     plain = _small(depth=4).eval()
     plain.load_state_dict(model.state_dict())
-    x = _images(32, 32, batch=8)
+    x = random_images(32, 32, batch=8)
     outputs = []
     for seed in (1, 2, 1):
         torch.manual_seed(seed)
@@ -222,7 +208,7 @@ def test_without_head_returns_pooled_features(num_classes):
     torch.manual_seed(0)
     model = _small(num_classes=num_classes).eval()
     assert isinstance(model.head, nn.Identity)
-    x = _images(48, 32)
+    x = random_images(48, 32)
     with torch.no_grad():
         pooled = model(x)
         tokens = model.forward_features(x)

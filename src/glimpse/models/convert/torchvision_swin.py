@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
+from glimpse.models.convert import rename_key
 from glimpse.models.swin import SwinTransformer
 
 if TYPE_CHECKING:
@@ -53,11 +54,9 @@ def _renumber(match: re.Match[str]) -> str:
 
 
 def _map_key(key: str) -> str:
-    renumbered = _FEATURES.sub(_renumber, key, count=1)
-    for pattern, target in _KEY_MAP:
-        match = pattern.fullmatch(renumbered)
-        if match:
-            return match.expand(target)
+    renamed = rename_key(_FEATURES.sub(_renumber, key, count=1), _KEY_MAP)
+    if renamed is not None:
+        return renamed
     raise KeyError(
         f"torchvision Swin key {key!r} has no glimpse counterpart (only Swin v1, not "
         f"swin_v2_t/s/b, is supported)."

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
+from glimpse.models.convert import rename_key
 from glimpse.models.vit import VisionTransformer
 
 if TYPE_CHECKING:
@@ -39,10 +40,9 @@ _KEY_MAP: list[tuple[re.Pattern[str], str]] = [
 
 
 def _map_key(key: str) -> str:
-    for pattern, target in _KEY_MAP:
-        match = pattern.fullmatch(key)
-        if match:
-            return match.expand(target)
+    renamed = rename_key(key, _KEY_MAP)
+    if renamed is not None:
+        return renamed
     raise KeyError(
         f"torchvision ViT key {key!r} has no glimpse counterpart (conv stems and "
         f"representation_size pre-logits layers are not supported)."
