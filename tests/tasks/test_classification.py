@@ -124,3 +124,146 @@ def test_decay_groups_spare_position_table_class_token_norms_and_biases():
     assert decayed_names == set(names.values()) - vectors - tokens
     assert {"net.blocks.0.norm1.weight", "net.norm.bias", "net.head.bias"} <= plain_names
     assert {"net.patch_embed.proj.weight", "net.blocks.1.attn.qkv.weight"} <= decayed_names
+
+
+def test_swin_bias_tables_are_not_decayed():
+    task = _task(_target_="glimpse.models.swin.swin_test")
+    _, plain = adamw_with_decay_groups(task, lr=1e-3, weight_decay=0.05).param_groups
+    names = {id(p): name for name, p in task.named_parameters()}
+    tables = {n for n in names.values() if n.endswith("relative_position_bias_table")}
+    assert tables and tables <= {names[id(p)] for p in plain["params"]}
+
+
+def _labelled_loader(num_images: int = 24, num_classes: int = NUM_CLASSES, batch_size: int = 8):
+    generator = torch.Generator().manual_seed(1)
+    images = torch.randn(num_images, 3, 32, 32, generator=generator)
+    labels = torch.randint(num_classes, (num_images,), generator=generator)
+    return DataLoader(
+        list(zip(images, labels.tolist(), strict=True)),
+        batch_size=batch_size,
+        collate_fn=collate_labelled_images,
+    )
+
+
+def _quiet_trainer(**kwargs) -> L.Trainer:
+    return L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize(("mixup", "cutmix"), [(0.8, 0.0), (0.0, 1.0), (0.8, 1.0)])
+def test_mixed_batches_train_on_smoothed_distributions(mixup, cutmix):
+    task = ImageClassifier(
+        spec=_spec(),
+        net={"_target_": "glimpse.models.vit.vit_test"},
+        optimizer={"lr": 1e-3, "weight_decay": 0.05},
+        scheduler={"warmup_steps": 2, "min_lr_ratio": 0.1},
+        label_smoothing=0.2,
+        mixup_alpha=mixup,
+        cutmix_alpha=cutmix,
+    )
+    torch.manual_seed(0)
+    images, labels = torch.randn(6, 3, 32, 32), torch.tensor([0, 1, 2, 3, 4, 5])
+    mixed, targets = task.mixing(images, labels)
+    assert targets.shape == (6, NUM_CLASSES)
+    torch.testing.assert_close(targets.sum(dim=1), torch.ones(6))
+    # Each image is mixed with one other (torchvision pairs image i with image i - 1).
+    assert ((targets > 0).sum(dim=1) <= 2).all() and not torch.equal(mixed, images)
+    logits = task(mixed)
+    smoothed = targets * 0.8 + 0.2 / NUM_CLASSES
+    expected = -(smoothed * torch.log_softmax(logits, dim=-1)).sum(dim=1).mean()
+    torch.testing.assert_close(task.loss(logits, targets), expected)
+
+
+def test_mixing_is_off_by_default_and_bad_values_are_refused():
+    assert _task().mixing is None
+    with pytest.raises(ValueError, match="mixup_alpha=-1"):
+        ImageClassifier(
+            spec=_spec(),
+            net={"_target_": "glimpse.models.vit.vit_test"},
+            optimizer={"lr": 1e-3, "weight_decay": 0.05},
+            scheduler={"warmup_steps": 2, "min_lr_ratio": 0.1},
+            mixup_alpha=-1,
+        )
+
+
+class RecordWeights(L.Callback):
+    """Keeps a copy of the head's weight after every optimizer step."""
+
+    def __init__(self) -> None:
+        self.weights: list[torch.Tensor] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.weights.append(pl_module.net.head.weight.detach().clone())
+
+
+def test_ema_of_the_weights_is_what_training_leaves_and_checkpoints(tmp_path):
+    decay = 0.6
+    task = ImageClassifier(
+        spec=_spec(),
+        net={"_target_": "glimpse.models.vit.vit_test"},
+        optimizer={"lr": 1e-2, "weight_decay": 0.05},
+        scheduler={"warmup_steps": 1, "min_lr_ratio": 1.0},
+        ema_decay=decay,
+        figures=None,
+    )
+    recorder = RecordWeights()
+    trainer = _quiet_trainer(
+        max_steps=3, callbacks=[recorder], default_root_dir=tmp_path, limit_val_batches=0
+    )
+    trainer.fit(task, train_dataloaders=_labelled_loader())
+    # AveragedModel starts from the first step's weights, then ema <- d ema + (1 - d) w.
+    expected = recorder.weights[0]
+    for weights in recorder.weights[1:]:
+        expected = decay * expected + (1 - decay) * weights
+    assert len(recorder.weights) == 3
+    assert not torch.allclose(expected, recorder.weights[-1])
+    torch.testing.assert_close(task.net.head.weight, expected)
+    checkpoint = torch.load(
+        next((tmp_path / "checkpoints").glob("*.ckpt")), weights_only=True, map_location="cpu"
+    )
+    torch.testing.assert_close(checkpoint["state_dict"]["net.head.weight"], expected)
+    torch.testing.assert_close(
+        checkpoint["current_model_state"]["net.head.weight"], recorder.weights[-1]
+    )
+
+
+def test_channels_last_computes_the_same_logits():
+    torch.manual_seed(0)
+    task = ImageClassifier(
+        spec=_spec(),
+        net={"_target_": "torchvision.models.resnet18"},
+        optimizer={"lr": 1e-3, "weight_decay": 0.05},
+        scheduler={"warmup_steps": 2, "min_lr_ratio": 0.1},
+        image_size_arg=None,
+        channels_last=True,
+    ).eval()
+    assert task.net.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    images = torch.randn(2, 3, 32, 32)
+    reference = task.net.to(memory_format=torch.contiguous_format)(images)
+    task.net.to(memory_format=torch.channels_last)
+    torch.testing.assert_close(task(images), reference, atol=1e-5, rtol=1e-5)
+
+
+def test_validation_draws_the_confusion_matrix_and_the_attention_rollout(tmp_path):
+    from glimpse.callbacks.classification_figures import ClassificationFigures
+
+    task = _task()
+    loader = _labelled_loader(num_images=20)
+    figures = ClassificationFigures(str(tmp_path), num_images=3)
+    _quiet_trainer(callbacks=[figures]).validate(task, dataloaders=loader, verbose=False)
+    names = sorted(p.name for p in (tmp_path / "figures").iterdir())
+    assert names == ["attention_rollout_step0000000.png", "confusion_matrix_step0000000.png"]
+    task.eval()
+    with torch.no_grad():
+        predictions = torch.cat([task(batch.images).argmax(1) for batch in loader])
+    labels = torch.cat([batch.labels for batch in loader])
+    expected = torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.long)
+    for label, prediction in zip(labels.tolist(), predictions.tolist(), strict=True):
+        expected[label, prediction] += 1
+    assert torch.equal(task.val_confusion.compute(), expected)
+    assert figures.samples[0].shape == (3, 3, 32, 32)

@@ -139,6 +139,11 @@ class WindowAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
+    def no_weight_decay(self) -> set[str]:
+        """The bias table is a learned embedding of offsets, not a weight: AdamW leaves it
+        undecayed (the paper's and timm's setting)."""
+        return {"relative_position_bias_table"}
+
     def relative_position_bias(self) -> Tensor:
         """``B`` of eq. (4) for every head: ``(heads, M^2, M^2)``."""
         return self.relative_position_bias_table[self.relative_position_index].permute(2, 0, 1)

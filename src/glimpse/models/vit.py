@@ -30,6 +30,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from glimpse.models.attention_rollout import attention_rollout
+
 
 def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (size[0], size[1])
@@ -230,6 +232,8 @@ class VisionTransformer(nn.Module):
         self.grid_size = self._grid(*self.img_size)
         self.in_chans = in_chans
         self.num_classes = num_classes or 0
+        #: Tokens before the patches (the class token); DeiT adds its distillation token.
+        self.num_prefix_tokens = 1
         self.embed_dim = self.num_features = embed_dim
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
@@ -308,6 +312,15 @@ class VisionTransformer(nn.Module):
         """``(B, 1 + N, D)`` -> the head applied to ``y = LN(z_L^0)``: ``(B, num_classes)``,
         or ``(B, D)`` without a head."""
         return self.head(tokens[:, 0])
+
+    def class_token_rollout(self, x: Tensor) -> Tensor:
+        """``(B, C, H, W) -> (B, H / P, W / P)``: the class token's row of the attention
+        rollout (:func:`~glimpse.models.attention_rollout.attention_rollout`) over the patches,
+        the share of each patch in the representation the head reads."""
+        _, attentions = self.forward_features(x, return_attention=True)
+        rollout = attention_rollout(attentions)
+        grid_h, grid_w = self._grid(x.shape[2], x.shape[3])
+        return rollout[:, 0, self.num_prefix_tokens :].reshape(-1, grid_h, grid_w)
 
     def forward(
         self, x: Tensor, return_attention: bool = False

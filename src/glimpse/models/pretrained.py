@@ -1,0 +1,122 @@
+"""ImageNet weights from torchvision for glimpse's networks (``model.pretrained=torchvision``).
+
+torchvision downloads the state dict (into ``$TORCH_HOME/hub/checkpoints``, hash-checked) and
+the converters of :mod:`glimpse.models.convert` rename it to our modules. Three adaptations
+make the weights fit a network built for another task:
+
+* a classifier head of another size (10 Imagenette classes instead of 1000) is left at its
+  fresh initialisation, with a log line saying so;
+* a ViT built for another image size gets the position table resized to its patch grid;
+* any other mismatch is an error naming the parameter.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from torch import Tensor, nn
+from torchvision.models import get_model_weights
+
+from glimpse.models.convert.torchvision_swin import swin_state_from_torchvision
+from glimpse.models.convert.torchvision_vit import vit_state_from_torchvision
+from glimpse.models.vit import VisionTransformer, resize_position_embedding
+
+log = logging.getLogger(__name__)
+
+Converter = Callable[[dict[str, Tensor]], dict[str, Tensor]]
+
+
+def _same_names(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    return state
+
+
+#: glimpse network factories -> (torchvision model name, state-dict converter).
+TORCHVISION_SOURCES: dict[str, tuple[str, Converter]] = {
+    "glimpse.models.vit.vit_base_patch16": ("vit_b_16", vit_state_from_torchvision),
+    "glimpse.models.vit.vit_base_patch32": ("vit_b_32", vit_state_from_torchvision),
+    "glimpse.models.vit.vit_large_patch16": ("vit_l_16", vit_state_from_torchvision),
+    "glimpse.models.swin.swin_tiny": ("swin_t", swin_state_from_torchvision),
+    "glimpse.models.swin.swin_small": ("swin_s", swin_state_from_torchvision),
+    "glimpse.models.swin.swin_base": ("swin_b", swin_state_from_torchvision),
+}
+HEAD_PREFIXES = ("head.", "fc.")
+
+
+def torchvision_source(net_config: dict) -> tuple[str, Converter]:
+    """The torchvision model whose weights fit the network ``net_config`` describes."""
+    target = net_config["_target_"]
+    if target == "glimpse.models.resnet.resnet":
+        return net_config.get("arch", "resnet50"), _same_names
+    if target in TORCHVISION_SOURCES:
+        return TORCHVISION_SOURCES[target]
+    known = ", ".join([*TORCHVISION_SOURCES, "glimpse.models.resnet.resnet"])
+    raise ValueError(
+        f"model.pretrained=torchvision has no torchvision weights for {target}; it has them "
+        f"for {known}."
+    )
+
+
+def torchvision_state_dict(name: str) -> dict[str, Tensor]:
+    """The default ImageNet weights of torchvision's model ``name``, downloaded (or read from
+    the cache) through torchvision."""
+    weights = get_model_weights(name).DEFAULT
+    log.info("Loading torchvision's %s weights %s", name, weights)
+    return weights.get_state_dict(progress=True, check_hash=True)
+
+
+def fit_state_dict(net: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Adapt converted weights ``state`` to ``net``: head of another size dropped, ViT
+    position table resized; raises ValueError naming any other mismatch."""
+    own = net.state_dict()
+    fitted: dict[str, Tensor] = {}
+    for key, value in state.items():
+        target = own.get(key)
+        if target is None:
+            raise ValueError(f"The pretrained weights hold {key!r}, which the network lacks.")
+        if (
+            value.shape != target.shape
+            and key == "pos_embed"
+            and isinstance(net, VisionTransformer)
+        ):
+            side = round((value.shape[1] - net.num_prefix_tokens) ** 0.5)
+            value = resize_position_embedding(value, side, net.grid_size)
+        if value.shape != target.shape:
+            if key.startswith(HEAD_PREFIXES):
+                log.info(
+                    "Pretrained %s %s does not fit %s: kept fresh",
+                    key,
+                    tuple(value.shape),
+                    tuple(target.shape),
+                )
+                continue
+            raise ValueError(
+                f"Pretrained {key} has shape {tuple(value.shape)}, the network's is "
+                f"{tuple(target.shape)}; build the network with the pretrained model's sizes."
+            )
+        fitted[key] = value
+    missing = sorted(set(own) - set(fitted))
+    unexpected_missing = [k for k in missing if not k.startswith(HEAD_PREFIXES)]
+    if unexpected_missing:
+        raise ValueError(
+            f"The pretrained weights lack {', '.join(unexpected_missing[:5])}; build the "
+            "network with the pretrained model's architecture."
+        )
+    return fitted
+
+
+def check_pretrained_source(net_config: dict, source: str) -> tuple[str, Converter]:
+    """The torchvision model and converter for ``source``'s weights of the network
+    ``net_config`` describes; ValueError when there are none."""
+    if source != "torchvision":
+        raise ValueError(f"model.pretrained={source!r} is not known; use torchvision or null.")
+    return torchvision_source(net_config)
+
+
+def load_pretrained(net: nn.Module, net_config: dict, source: str) -> None:
+    """Load ``source``'s ImageNet weights (only ``"torchvision"``) into ``net``, which was
+    built from ``net_config``."""
+    name, convert = check_pretrained_source(net_config, source)
+    fitted = fit_state_dict(net, convert(torchvision_state_dict(name)))
+    net.load_state_dict(fitted, strict=False)
+    log.info("Loaded %d pretrained tensors of torchvision's %s", len(fitted), name)
