@@ -162,3 +162,16 @@ def test_fast_dev_run_of_swin_on_shapes(tmp_path):
     assert cfg.model.net._target_ == "glimpse.models.swin.swin_test"
     assert cfg.model.net.drop_path_rate == 0.2  # from conf/model/swin.yaml
     assert 0.0 <= train(cfg) <= 1.0
+
+
+def test_fast_dev_run_of_pvt_on_shapes(tmp_path):
+    overrides = [
+        *(o for o in tiny_image_overrides(tmp_path) if o != "model=vit"),
+        "model=pvt",
+        "model.net._target_=glimpse.models.pvt.pvt_test",
+        "debug=fdr",
+    ]
+    cfg = compose_train(overrides, tmp_path / "run")
+    assert cfg.model.net._target_ == "glimpse.models.pvt.pvt_test"
+    assert cfg.model.net.drop_path_rate == 0.1  # from conf/model/pvt.yaml
+    assert 0.0 <= train(cfg) <= 1.0
