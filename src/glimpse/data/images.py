@@ -7,6 +7,8 @@
   pipelines from plain arguments (so from config).
 * :class:`ImageFolderDataModule` reads ``root/train`` and ``root/val`` (and ``root/test`` when
   present, else val again for testing) through :class:`torchvision.datasets.ImageFolder`.
+* With ``decode_device="cuda"`` the workers only read JPEG files, and the batch is decoded and
+  augmented on the GPU (:mod:`glimpse.data.device_decode`).
 * :class:`ShapesDataModule` first writes the synthetic shapes dataset
   (:func:`glimpse.data.shapes.write_imagefolder`) and then reads it with the same code.
 
@@ -28,6 +30,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -39,6 +42,13 @@ from torch.utils.data import DataLoader, default_collate
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
+from glimpse.data.device_decode import (
+    EncodedImages,
+    collate_encoded,
+    decode_to_labelled_images,
+    labels_to_device,
+    read_encoded,
+)
 from glimpse.data.shapes import write_imagefolder
 from glimpse.data.spec import LABELLED_IMAGES, DataSpec, LabelledImages
 
@@ -177,6 +187,10 @@ def eval_transform(
     )
 
 
+def _transform_kind(split: str) -> str:
+    return "train" if split == "train" else "eval"
+
+
 def collate_labelled_images(samples: list[tuple[torch.Tensor, int]]) -> LabelledImages:
     """Stack ``(image (3, H, W), label)`` samples into a :class:`LabelledImages` batch."""
     images, labels = default_collate(samples)
@@ -237,9 +251,16 @@ class ImageFolderDataModule(L.LightningDataModule):
         skip_corrupt: leave unreadable images out (counted in a warning) instead of failing;
             needs ``verify``.
         pin_memory: page-locked batches; None pins them when training on a CUDA device.
+        decode_device: ``cpu`` decodes and augments in the DataLoader workers; ``cuda`` has
+            the workers read JPEG bytes only and decodes and augments each batch on the device
+            it is moved to (:mod:`glimpse.data.device_decode`; other formats are decoded in
+            the workers). Batches are :class:`LabelledImages` either way.
     """
 
     KIND = LABELLED_IMAGES
+    #: Whether every class folder of val and test must be a class of train. A datamodule that
+    #: reads chosen classes of a larger tree (an ImageNet subset) sets it False.
+    ALL_FOLDERS_ARE_CLASSES = True
 
     def __init__(
         self,
@@ -260,8 +281,11 @@ class ImageFolderDataModule(L.LightningDataModule):
         verify: bool = True,
         skip_corrupt: bool = False,
         pin_memory: bool | None = None,
+        decode_device: Literal["cpu", "cuda"] = "cpu",
     ) -> None:
         super().__init__()
+        if decode_device not in ("cpu", "cuda"):
+            raise ValueError(f"data.decode_device={decode_device!r} must be cpu or cuda.")
         if skip_corrupt and not verify:
             raise ValueError("data.skip_corrupt=true needs data.verify=true to find the files.")
         if len(mean) != 3 or len(std) != 3:
@@ -275,6 +299,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.std = tuple(float(s) for s in std)
         self.verify, self.skip_corrupt = verify, skip_corrupt
         self.pin_memory = pin_memory
+        self.decode_device = decode_device
         self.transforms = {
             "train": train_transform(
                 self.image_size,
@@ -347,18 +372,19 @@ class ImageFolderDataModule(L.LightningDataModule):
     def _build_split(self, split: str) -> ClassFolder:
         folder = self.split_folder(split)
         classes = self.spec.metadata["class_folders"]
-        if split != "train":
+        if split != "train" and self.ALL_FOLDERS_ARE_CLASSES:
             extra = sorted(set(class_folders(folder)) - set(classes))
             if extra:
                 raise ValueError(
                     f"{folder} has class folder(s) {', '.join(extra)} that {self.root / 'train'} "
                     "lacks; every class needs training images."
                 )
+        on_device = self.decode_device == "cuda"
         dataset = ClassFolder(
             folder,
             classes,
-            transform=self.transforms["train" if split == "train" else "eval"],
-            loader=open_rgb,
+            transform=None if on_device else self.transforms[_transform_kind(split)],
+            loader=partial(read_encoded, fallback=open_rgb) if on_device else open_rgb,
             allow_empty=split != "train",
         )
         if self.verify:
@@ -421,10 +447,29 @@ class ImageFolderDataModule(L.LightningDataModule):
             batch_size=self.batch_size,
             shuffle=train,
             num_workers=self.num_workers,
-            collate_fn=collate_labelled_images,
+            collate_fn=(
+                partial(collate_encoded, split=split)
+                if self.decode_device == "cuda"
+                else collate_labelled_images
+            ),
             pin_memory=self._pin(),
             persistent_workers=self.num_workers > 0,
         )
+
+    def transfer_batch_to_device(
+        self, batch: object, device: torch.device, dataloader_idx: int
+    ) -> object:
+        """Lightning's transfer, but JPEG bytes stay in CPU memory for the decoder."""
+        if isinstance(batch, EncodedImages):
+            return labels_to_device(batch, device)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def on_after_batch_transfer(self, batch: object, dataloader_idx: int) -> object:
+        """With ``decode_device="cuda"``, decode and transform the batch on its device."""
+        if isinstance(batch, EncodedImages):
+            transform = self.transforms[_transform_kind(batch.split)]
+            return decode_to_labelled_images(batch, transform, open_rgb)
+        return batch
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")
