@@ -172,7 +172,12 @@ def test_bad_input_fails_before_training_with_one_sentence(corpus, tmp_path, ove
 @pytest.mark.parametrize(
     ("model", "data", "fitting"),
     [
-        ("vit", "pystdlib", "use one of: data=imagefolder, data=shapes."),
+        (
+            "vit",
+            "pystdlib",
+            "use one of: data=imagefolder, data=imagenet_subset, data=imagenette, "
+            "data=imagewoof, data=shapes.",
+        ),
         ("lstm", "shapes", "use one of: data=pystdlib, data=shakespeare, data=text."),
     ],
 )

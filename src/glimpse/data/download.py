@@ -2,7 +2,9 @@
 
 * :func:`download_file` streams a URL into a temporary file beside the target, verifies its
   checksum, and only then renames it into place (``os.replace`` is atomic), so an interrupted
-  or corrupted download never leaves a partial or wrong file under the final name.
+  or corrupted download never leaves a partial or wrong file under the final name. The
+  expected md5 may be one value or several (the published checksums of an archive that its
+  host re-uploaded).
 * :func:`extract_archive` unpacks tar and zip archives, refusing members that would land
   outside the target folder.
 """
@@ -14,6 +16,7 @@ import os
 import tarfile
 import urllib.request
 import zipfile
+from collections.abc import Collection
 from pathlib import Path
 
 from rich.progress import Progress
@@ -34,25 +37,47 @@ def file_digest(path: Path, algorithm: str = "md5") -> str:
     return digest.hexdigest()
 
 
-def verify_file(path: Path, md5: str | None) -> None:
-    """Raise :class:`DownloadError` when ``path``'s md5 differs from ``md5`` (None skips)."""
+#: An expected md5: one hex digest, several accepted ones, or None for no check.
+MD5 = str | Collection[str] | None
+
+
+def _accepted(md5: MD5) -> set[str] | None:
     if md5 is None:
+        return None
+    values = {md5} if isinstance(md5, str) else set(md5)
+    if not values:
+        raise ValueError("An empty collection of md5s accepts nothing; pass None to skip.")
+    return {value.lower() for value in values}
+
+
+def _expected(md5: MD5) -> str:
+    return md5 if isinstance(md5, str) else " or ".join(sorted(md5 or ()))
+
+
+def verify_file(path: Path, md5: MD5) -> None:
+    """Raise :class:`DownloadError` when ``path``'s md5 is not ``md5`` (or not one of them;
+    None skips)."""
+    accepted = _accepted(md5)
+    if accepted is None:
         return
     actual = file_digest(path, "md5")
-    if actual != md5.lower():
+    if actual not in accepted:
         raise DownloadError(
-            f"{path} has md5 {actual}, expected {md5}; delete it and run again to re-download."
+            f"{path} has md5 {actual}, expected {_expected(md5)}; delete it and run again to "
+            "re-download."
         )
 
 
-def download_file(url: str, destination: Path, md5: str | None = None, timeout: float = 60.0):
+def download_file(url: str, destination: Path, md5: MD5 = None, timeout: float = 60.0):
     """Download ``url`` to ``destination`` unless a verified copy is already there.
 
+    ``md5`` is the expected hex digest, a collection of accepted ones, or None (no check).
     Returns ``destination``. Raises :class:`DownloadError` naming the URL when the network
     fails or the downloaded bytes do not have the expected md5; in both cases nothing is left
     at ``destination`` and no temporary file remains.
     """
     destination = Path(destination)
+    accepted = _accepted(md5)
     if destination.exists():
         verify_file(destination, md5)
         return destination
@@ -72,10 +97,10 @@ def download_file(url: str, destination: Path, md5: str | None = None, timeout: 
                 raise DownloadError(
                     f"Download of {url} stopped after {out.tell()} of {total} bytes; run again."
                 )
-        if md5 is not None and digest.hexdigest() != md5.lower():
+        if accepted is not None and digest.hexdigest() not in accepted:
             raise DownloadError(
-                f"Download of {url} has md5 {digest.hexdigest()}, expected {md5}; the file was "
-                "rejected. Check data.url, or download it by hand to " + str(destination) + "."
+                f"Download of {url} has md5 {digest.hexdigest()}, expected {_expected(md5)}; "
+                f"the file was rejected. Check data.url, or download it by hand to {destination}."
             )
         os.replace(partial, destination)
     except DownloadError:
