@@ -175,3 +175,45 @@ def test_fast_dev_run_of_pvt_on_shapes(tmp_path):
     assert cfg.model.net._target_ == "glimpse.models.pvt.pvt_test"
     assert cfg.model.net.drop_path_rate == 0.1  # from conf/model/pvt.yaml
     assert 0.0 <= train(cfg) <= 1.0
+
+
+def _deit_overrides(tmp_path, *extra: str) -> list[str]:
+    """The tiny DeiT on shapes (model=deit), in place of tiny_image_overrides' ViT."""
+    image = [o for o in tiny_image_overrides(tmp_path) if not o.startswith("model")]
+    return [*image, "model=deit", "model.net._target_=glimpse.models.deit.deit_test", *extra]
+
+
+def test_deit_distils_from_a_glimpse_checkpoint_and_rebuilds_without_the_teacher(tmp_path):
+    teacher_dir = tmp_path / "teacher"
+    teacher_cfg = [*tiny_image_overrides(tmp_path), *short_run(2), "test=false"]
+    train(compose_train([*teacher_cfg, "model.figures=null"], teacher_dir))
+    teacher_ckpt = teacher_dir / "checkpoints" / "last.ckpt"
+    run_dir = tmp_path / "student"
+    overrides = _deit_overrides(
+        tmp_path,
+        "model.teacher.kind=checkpoint",
+        f"model.teacher.path={teacher_ckpt}",
+        *short_run(2),
+        "test=false",
+        "trainer.log_every_n_steps=1",
+    )
+    cfg = compose_train(overrides, run_dir)
+    assert cfg.model.mixup_alpha == 0.8 and cfg.model.distillation == "hard"
+    assert 0.0 <= train(cfg) <= 1.0
+    metrics = (run_dir / "csv" / "version_0" / "metrics.csv").read_text()
+    for name in ("train/loss_cls", "train/loss_dist", "val/acc1", "val/teacher_acc1"):
+        assert name in metrics
+    assert any(p.name.startswith("attention_rollout") for p in (run_dir / "figures").iterdir())
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert all(key.startswith("net.") for key in checkpoint["state_dict"])
+    teacher_ckpt.unlink()
+    task, meta = load_task(run_dir / "checkpoints" / "last.ckpt")
+    assert meta["task"] == "glimpse.tasks.distillation.DistillationClassifier"
+    assert task._teacher is None
+    assert task.eval()(torch.zeros(2, 3, 32, 32)).shape == (2, len(KINDS))
+
+
+def test_fast_dev_run_of_deit_with_a_random_torchvision_teacher(tmp_path):
+    teacher = ["model.teacher.name=resnet18", "model.teacher.weights=null"]
+    cfg = compose_train(_deit_overrides(tmp_path, *teacher, "debug=fdr"), tmp_path / "run")
+    assert 0.0 <= train(cfg) <= 1.0
