@@ -8,12 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
+from PIL import Image
 
 from glimpse.utils.run_dir import register_resolvers
 
@@ -150,3 +152,24 @@ def randomize_parameters(module: torch.nn.Module, seed: int, std: float) -> None
                 p.copy_(torch.randn(p.shape, generator=gen) * std)
                 if isinstance(sub, torch.nn.LayerNorm) and name == "weight":
                     p.add_(1.0)
+
+
+def write_imagenette_tree(
+    folder: Path, classes: dict[str, str], seed: int = 0, train_per_class: int = 3
+) -> Path:
+    """An Imagenette-like tree of tiny JPEGs in ``folder``: train/ (``train_per_class`` images)
+    and val/ (one) with one folder per wnid of ``classes``, and one grayscale image (as the real
+    release has)."""
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", train_per_class), ("val", 1)):
+        for wnid in classes:
+            for i in range(count):
+                path = folder / split / wnid / f"{wnid}_{i}.JPEG"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                height, width = rng.integers(36, 60, size=2)
+                pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(path, quality=85)
+    gray = folder / "train" / next(iter(classes)) / "gray.JPEG"
+    Image.fromarray(rng.integers(0, 256, (40, 48), dtype=np.uint8)).save(gray)
+    (folder / "noisy_imagenette.csv").write_text("path,noisy_labels_0\n")
+    return folder

@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+import pytest
+import torch
 import yaml
-from conftest import run_script, small_model_overrides, tiny_overrides
+from conftest import (
+    compose_train,
+    run_script,
+    small_model_overrides,
+    tiny_overrides,
+    write_imagenette_tree,
+)
+from hydra.utils import instantiate
+
+from glimpse.data.imagenette import IMAGENETTE_CLASSES
+from glimpse.data.spec import LABELLED_IMAGES, DataSpec
 
 
 def test_rnn_vs_transformer_sweeps_all_four_models(corpus, tmp_path):
@@ -37,3 +49,59 @@ def test_cpu_experiments_train_when_shrunk(corpus, tmp_path):
             cwd=tmp_path,
         )
         assert result.returncode == 0, (experiment, result.stderr[-3000:])
+
+
+IMAGENETTE_RECIPES = {
+    "imagenette_vit": "glimpse.models.vit.vit_small_patch16",
+    "imagenette_deit": "glimpse.models.deit.deit_small_distilled_patch16",
+    "imagenette_pvt": "glimpse.models.pvt.pvt_small",
+    "imagenette_swin": "glimpse.models.swin.swin_tiny",
+    "imagenette_resnet": "glimpse.models.resnet.resnet",
+}
+
+
+@pytest.mark.parametrize(("experiment", "net"), IMAGENETTE_RECIPES.items())
+def test_imagenette_recipes_build_their_model_for_one_gpu(experiment, net, tmp_path):
+    cfg = compose_train([f"experiment={experiment}"], tmp_path)
+    assert cfg.model.net._target_ == net
+    assert cfg.data._target_ == "glimpse.data.imagenette.ImagenetteDataModule"
+    assert (cfg.data.dataset, cfg.data.image_size) == ("imagenette", 128)
+    assert (cfg.trainer.accelerator, cfg.trainer.precision) == ("gpu", "bf16-mixed")
+    assert cfg.model.mixup_alpha == 0.8 and cfg.model.cutmix_alpha == 1.0
+    assert cfg.trainer.max_steps == 200 * 74  # 200 epochs of 9,469 images in batches of 128
+    spec = DataSpec(
+        kind=LABELLED_IMAGES,
+        class_names=tuple(IMAGENETTE_CLASSES.values()),
+        image_size=cfg.data.image_size,
+    ).to_dict()
+    task = instantiate(cfg.model, spec=spec, _recursive_=False).eval()
+    assert task(torch.randn(1, 3, 128, 128)).shape == (1, 10)
+
+
+def test_the_image_sweep_trains_vit_swin_and_pvt_on_imagenette(tmp_path):
+    tree = write_imagenette_tree(tmp_path / "imagenette2-160", IMAGENETTE_CLASSES)
+    result = run_script(
+        "train.py",
+        "-m",
+        "model=vit,swin,pvt",
+        "data=imagenette",
+        f"data.root={tree}",
+        "data.image_size=32",
+        "data.batch_size=2",
+        "data.num_workers=0",
+        "debug=fdr",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        "logger=csv",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = list((tmp_path / "logs" / "debug" / "multiruns").iterdir())
+    configs = [
+        yaml.safe_load((sweep / str(job) / "config_resolved.yaml").read_text()) for job in range(3)
+    ]
+    assert [c["model"]["net"]["_target_"] for c in configs] == [
+        "glimpse.models.vit.vit_tiny_patch16",
+        "glimpse.models.swin.swin_tiny",
+        "glimpse.models.pvt.pvt_small",
+    ]
+    assert all(c["data"]["root"] == str(tree) for c in configs)

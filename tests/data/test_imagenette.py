@@ -15,10 +15,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from conftest import compose_train
+from conftest import compose_train, write_imagenette_tree
 from PIL import Image
 
 from glimpse.data import imagenette as imagenette_module
@@ -35,26 +34,7 @@ from glimpse.run import train
 
 SIZE = 32
 RELEASE = "imagenette2-160"
-TRAIN_PER_CLASS, VAL_PER_CLASS = 3, 1
 SAMPLE = Path(__file__).parents[2].parent / "shared/data/imagenette2_sample"
-
-
-def write_release(folder: Path, classes: dict[str, str], seed: int = 0) -> Path:
-    """An Imagenette-like tree of tiny JPEGs in ``folder``: train/ and val/ with one folder per
-    wnid, and one grayscale image (as the real release has)."""
-    rng = np.random.default_rng(seed)
-    for split, count in (("train", TRAIN_PER_CLASS), ("val", VAL_PER_CLASS)):
-        for wnid in classes:
-            for i in range(count):
-                path = folder / split / wnid / f"{wnid}_{i}.JPEG"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                height, width = rng.integers(36, 60, size=2)
-                pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(path, quality=85)
-    gray = folder / "train" / next(iter(classes)) / "gray.JPEG"
-    Image.fromarray(rng.integers(0, 256, (40, 48), dtype=np.uint8)).save(gray)
-    (folder / "noisy_imagenette.csv").write_text("path,noisy_labels_0\n")
-    return folder
 
 
 def pack(tree: Path, archive: Path, extra: dict[str, bytes] | None = None) -> bytes:
@@ -123,7 +103,7 @@ def server():
 def release(tmp_path_factory) -> tuple[Path, bytes]:
     """``(extracted tree, its .tgz bytes)`` of a generated imagenette2-160 release."""
     folder = tmp_path_factory.mktemp("release")
-    tree = write_release(folder / RELEASE, IMAGENETTE_CLASSES)
+    tree = write_imagenette_tree(folder / RELEASE, IMAGENETTE_CLASSES)
     return tree, pack(tree, folder / f"{RELEASE}.tgz")
 
 
@@ -155,8 +135,8 @@ def test_download_extract_and_read_with_readable_class_names(server, release, tm
     assert spec.class_names[0] == "tench" and spec.class_names[-1] == "parachute"
     assert spec.metadata["release"] == RELEASE and spec.metadata["url"] == url
     assert spec.metadata["class_folders"] == sorted(IMAGENETTE_CLASSES)
-    assert len(data.dataset("train")) == 10 * TRAIN_PER_CLASS + 1
-    assert len(data.dataset("val")) == 10 * VAL_PER_CLASS
+    assert len(data.dataset("train")) == 10 * 3 + 1
+    assert len(data.dataset("val")) == 10 * 1
     batch = next(iter(data.train_dataloader()))
     assert batch.images.shape == (4, 3, SIZE, SIZE) and batch.labels.dtype == torch.int64
     val_batch = next(iter(data.val_dataloader()))
@@ -250,7 +230,7 @@ def test_an_interrupted_extraction_is_not_taken_for_the_dataset(
     data.prepare_data()
     assert _names(data_dir) == [RELEASE, f"{RELEASE}.tgz"]
     data.setup("fit")
-    assert len(data.dataset("train")) == 10 * TRAIN_PER_CLASS + 1
+    assert len(data.dataset("train")) == 10 * 3 + 1
     assert server.requests == [f"/mirror/{RELEASE}.tgz"]
 
 
@@ -268,13 +248,13 @@ def test_root_reads_an_extracted_release_without_downloading(release, tmp_path):
 
 def test_a_release_missing_a_class_is_refused_naming_it(tmp_path):
     classes = dict(list(IMAGENETTE_CLASSES.items())[:9])
-    tree = write_release(tmp_path / RELEASE, classes)
+    tree = write_imagenette_tree(tmp_path / RELEASE, classes)
     with pytest.raises(ValueError, match="lacks the imagenette class folder"):
         _datamodule(root=tree).setup("fit")
 
 
 def test_imagewoof_names_its_dog_breeds(tmp_path):
-    tree = write_release(tmp_path / "imagewoof2-320", IMAGEWOOF_CLASSES)
+    tree = write_imagenette_tree(tmp_path / "imagewoof2-320", IMAGEWOOF_CLASSES)
     data = _datamodule(dataset="imagewoof", variant=320, root=tree)
     assert data.release == "imagewoof2-320"
     assert data.url == "https://s3.amazonaws.com/fast-ai-imageclas/imagewoof2-320.tgz"
@@ -292,7 +272,9 @@ def test_imagewoof_names_its_dog_breeds(tmp_path):
         "Samoyed",
         "dingo",
     )
-    plus_tench = write_release(tmp_path / "plus", {**IMAGEWOOF_CLASSES, "n01440764": "tench"})
+    plus_tench = write_imagenette_tree(
+        tmp_path / "plus", {**IMAGEWOOF_CLASSES, "n01440764": "tench"}
+    )
     with pytest.raises(ValueError, match="holds folder.s. n01440764 that are no imagewoof class"):
         _datamodule(dataset="imagewoof", root=plus_tench).setup("fit")
 
