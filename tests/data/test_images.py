@@ -91,6 +91,15 @@ def test_shapes_tree_gives_normalised_batches_labels_and_a_spec(shapes_root):
     assert data.dataset("test") is data.dataset("val")  # no root/test: test on val
 
 
+def test_training_drops_the_last_partial_batch_and_evaluation_keeps_every_image(shapes_root):
+    data = _datamodule(shapes_root)  # 21 train and 7 val images in batches of 4
+    data.setup("fit")
+    assert [len(b.labels) for b in data.train_dataloader()] == [4] * 5
+    assert [len(b.labels) for b in data.val_dataloader()] == [4, 3]
+    data.batch_size = 32  # more than the split holds: one partial batch is still trained on
+    assert [len(b.labels) for b in data.train_dataloader()] == [21]
+
+
 def test_test_split_is_read_from_root_test_when_present(shapes_root, tmp_path):
     root = _copy_tree(shapes_root, tmp_path / "tree")
     (root / "test" / "circle").mkdir(parents=True)

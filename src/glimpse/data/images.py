@@ -441,11 +441,16 @@ class ImageFolderDataModule(L.LightningDataModule):
         return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
 
     def _loader(self, split: str) -> DataLoader:
+        """The split's DataLoader. Training shuffles and drops the last partial batch (when the
+        split holds at least one whole batch): BatchNorm statistics of a batch of one or two
+        images are noise, and every step then averages the same number of images."""
         train = split == "train"
+        dataset = self.dataset(split)
         return DataLoader(
-            self.dataset(split),
+            dataset,
             batch_size=self.batch_size,
             shuffle=train,
+            drop_last=train and len(dataset) >= self.batch_size,
             num_workers=self.num_workers,
             collate_fn=(
                 partial(collate_encoded, split=split)
