@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 TORCH_PAIR := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test lint bench clean
+.PHONY: install train test lint bench bench-classification clean
 
 install: $(STAMP)
 
@@ -34,6 +34,12 @@ lint: install
 
 bench: install
 	$(PY) benchmarks/charlm.py $(ARGS)
+
+# Our ViT, Swin, DeiT and PVT against torchvision/timm, and the ImageFolder input pipeline.
+# BENCH_THREADS sets both torch's and OpenMP's thread counts.
+BENCH_THREADS ?= 2
+bench-classification: install
+	OMP_NUM_THREADS=$(BENCH_THREADS) $(PY) benchmarks/classification.py --threads $(BENCH_THREADS) $(ARGS)
 
 clean:
 	rm -rf $(VENV) logs .pytest_cache .ruff_cache
