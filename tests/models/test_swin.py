@@ -183,6 +183,19 @@ def test_matches_torchvision_swin_transformer(height, width):
         assert_close(features, tv.norm(tv.features(x)), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("name", ["swin_s", "swin_b"])
+def test_matches_torchvision_swin_s_and_swin_b(name):
+    """The deeper and wider presets convert too (at 64 px, padded to the windows, to keep the
+    test quick)."""
+    torch.manual_seed(0)
+    tv = getattr(torchvision.models, name)(weights=None).eval()
+    randomize_parameters(tv, seed=2, std=0.02)
+    ours = swin_from_torchvision(tv).eval()
+    x = random_images(64, 64, batch=1)
+    with torch.no_grad():
+        assert_close(ours(x), tv(x), atol=1e-4, rtol=1e-4)
+
+
 def test_matches_torchvision_swin_t():
     """The real constructor's key names convert, and swin_tiny has the same shapes."""
     torch.manual_seed(0)

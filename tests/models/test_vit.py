@@ -63,6 +63,18 @@ def test_matches_torchvision_vision_transformer():
         assert_close(ours.forward_features(x), expected_tokens, atol=1e-4, rtol=1e-4)
 
 
+def test_matches_torchvision_vit_l_16_at_a_small_size():
+    """ViT-L/16's 24 blocks of width 1024 convert too (at 64 px to keep the test quick)."""
+    torch.manual_seed(0)
+    tv = torchvision.models.vit_l_16(weights=None, image_size=64).eval()
+    randomize_parameters(tv, seed=2, std=0.02)
+    ours = vit_from_torchvision(tv).eval()
+    assert (ours.embed_dim, len(ours.blocks)) == (1024, 24)
+    x = random_images(64, 64, batch=1)
+    with torch.no_grad():
+        assert_close(ours(x), tv(x), atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("name", ["vit_b_16", "vit_b_32"])
 def test_matches_torchvision_presets(name):
     """The real constructors' key names convert, and our presets have the same shapes."""
