@@ -110,9 +110,11 @@ def shifted_window_mask(
 class WindowAttention(nn.Module):
     """Multi-head self-attention within windows, with relative position bias (eq. 4).
 
-    ``softmax(Q K^T / sqrt(d_head) + B + mask) V`` per window and head, computed by
-    :func:`torch.nn.functional.scaled_dot_product_attention` with ``B + mask`` as ``attn_mask``;
-    with ``return_attention`` the softmax is computed explicitly so it can be returned.
+    ``softmax(Q K^T / sqrt(d_head) + B + mask) V`` per window and head, computed explicitly, as
+    torchvision and timm (whose fused path for Swin is experimental) do: a window's ``M^2 x M^2``
+    scores are small, and :func:`~torch.nn.functional.scaled_dot_product_attention` with a float
+    ``attn_mask`` falls back on the CPU to its math kernel plus a guard for fully masked rows,
+    which made it measurably slower (``benchmarks/classification.py``).
     """
 
     def __init__(
@@ -163,16 +165,12 @@ class WindowAttention(nn.Module):
         bias = self.relative_position_bias()
         if mask is not None:
             bias = bias + mask[:, None]
-        bias = bias.to(q.dtype)
+        scores = (q * head_dim**-0.5) @ k.transpose(-2, -1) + bias.to(q.dtype)
+        attention = scores.softmax(dim=-1)
         drop = self.attn_drop if self.training else 0.0
-        attention = None
-        if return_attention:
-            attention = (q @ k.transpose(-2, -1) * head_dim**-0.5 + bias).softmax(dim=-1)
-            out = F.dropout(attention, drop) @ v
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=drop)
+        out = F.dropout(attention, drop) @ v
         out = out.transpose(2, 3).reshape(batch, num_windows, length, dim)
-        return self.proj_drop(self.proj(out)), attention
+        return self.proj_drop(self.proj(out)), attention if return_attention else None
 
 
 class SwinBlock(nn.Module):
@@ -205,7 +203,8 @@ class SwinBlock(nn.Module):
         attend within windows under the mask, roll back and crop."""
         height, width = x.shape[1:3]
         size = self.window_size
-        x = F.pad(x, (0, 0, 0, -width % size, 0, -height % size))
+        if height % size or width % size:  # F.pad copies the map even when it adds nothing
+            x = F.pad(x, (0, 0, 0, -width % size, 0, -height % size))
         padded = x.shape[1:3]
         shift = tuple(self.shift_size if size < side else 0 for side in padded)
         mask = None
