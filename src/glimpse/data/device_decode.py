@@ -23,6 +23,11 @@ the CPU), so the orientation tag is read in the worker and applied after decodin
 :func:`apply_exif_orientation` with flips and transposes, as Pillow's ``exif_transpose`` does on
 the CPU path: an image comes out upright on either path.
 
+The verification pass of :meth:`~glimpse.data.images.ImageFolderDataModule.setup` still
+decodes every image once with Pillow on the CPU, so a corrupt file is reported (or skipped)
+before training as on the CPU path; ``verify=false`` leaves that to the first epoch, where a file
+nvJPEG cannot decode is retried on the CPU and named if it fails there too.
+
 Pixel values differ slightly between decoders (inverse DCT and chroma upsampling are not
 specified exactly by the JPEG standard), typically by a level or two of 255.
 """
