@@ -227,3 +227,36 @@ def test_without_head_returns_pooled_features(num_classes):
     assert pooled.shape == (B, model.num_features) == (B, D)
     assert tokens.shape == (B, 1 + 6 * 4, D)
     assert torch.equal(pooled, tokens[:, 0])
+
+
+@pytest.mark.parametrize("patch_size", [2, 4, 16])
+def test_conv_stem_gives_one_token_per_patch_and_trains(patch_size):
+    model = vit_module.VisionTransformer(
+        img_size=32,
+        patch_size=patch_size,
+        num_classes=5,
+        embed_dim=32,
+        depth=1,
+        num_heads=2,
+        stem="conv",
+    )
+    images = random_images(64, 96, batch=2)
+    rows, columns = 64 // patch_size, 96 // patch_size
+    assert model.patch_embed(images).shape == (2, rows * columns, 32)
+    # Row-major grid order: the top-right patch's token changes with its pixels, the
+    # bottom-left one (beyond the 3x3 kernels' reach) does not.
+    perturbed = images.clone()
+    perturbed[:, :, :patch_size, -patch_size:] += 1.0
+    model.patch_embed.eval()
+    changed = (model.patch_embed(perturbed) - model.patch_embed(images)).abs().sum(-1)
+    assert changed[:, columns - 1].gt(0).all()
+    assert changed[:, (rows - 1) * columns].eq(0).all()
+    model.train()(images).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_conv_stem_needs_a_power_of_two_patch_and_unknown_stems_are_refused():
+    with pytest.raises(ValueError, match="power of two, not 6"):
+        vit_module.VisionTransformer(img_size=48, patch_size=6, stem="conv")
+    with pytest.raises(ValueError, match="stem='hybrid' is not one of patchify, conv"):
+        vit_module.VisionTransformer(img_size=32, patch_size=4, stem="hybrid")

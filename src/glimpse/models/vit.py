@@ -189,6 +189,45 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
+class ConvStem(nn.Module):
+    """A convolutional stem in place of the patch projection (Xiao et al. 2021, "Early
+    Convolutions Help Transformers See Better"; the ViT paper's hybrid input, sec. 3.1):
+    ``(B, C, H, W) -> (B, (H/P)(W/P), D)`` through ``log2 P`` 3x3 stride-2 convolutions with
+    BatchNorm and ReLU, widths doubling up to ``D``, then a 1x1 convolution to ``D``.
+
+    Tokens come out in the same row-major grid order as :class:`PatchEmbed`'s, one per
+    ``P x P`` patch; each sees a slightly larger neighbourhood through the 3x3 kernels. The
+    stem trains faster and more stably on small datasets than the linear projection.
+    """
+
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
+        super().__init__()
+        stages = patch_size.bit_length() - 1
+        if patch_size < 2 or 2**stages != patch_size:
+            raise ValueError(
+                f"A convolutional stem needs a patch size that is a power of two, not {patch_size}."
+            )
+        layers: list[nn.Module] = []
+        width_in = in_chans
+        for stage in range(stages):
+            width = max(embed_dim >> (stages - 1 - stage), 16)
+            layers += [
+                nn.Conv2d(width_in, width, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            ]
+            width_in = width
+        layers.append(nn.Conv2d(width_in, embed_dim, kernel_size=1))
+        self.proj = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+#: The ways of turning an image into patch tokens.
+STEMS: dict[str, type[nn.Module]] = {"patchify": PatchEmbed, "conv": ConvStem}
+
+
 class VisionTransformer(nn.Module):
     """ViT classifier, or backbone with ``num_classes`` 0 or None.
 
@@ -209,6 +248,8 @@ class VisionTransformer(nn.Module):
         attn_drop_rate: dropout on the attention probabilities.
         drop_path_rate: stochastic depth rate of the last block; block ``l`` uses
             ``drop_path_rate * l / (L - 1)``, rising linearly from 0.
+        stem: ``patchify`` (the paper's linear patch projection, :class:`PatchEmbed`) or
+            ``conv`` (:class:`ConvStem`, for training from scratch on small datasets).
     """
 
     def __init__(
@@ -225,6 +266,7 @@ class VisionTransformer(nn.Module):
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        stem: str = "patchify",
     ) -> None:
         super().__init__()
         self.img_size = _pair(img_size)
@@ -235,7 +277,9 @@ class VisionTransformer(nn.Module):
         #: Tokens before the patches (the class token); DeiT adds its distillation token.
         self.num_prefix_tokens = 1
         self.embed_dim = self.num_features = embed_dim
-        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
+        if stem not in STEMS:
+            raise ValueError(f"model.net.stem={stem!r} is not one of {', '.join(STEMS)}.")
+        self.patch_embed = STEMS[stem](patch_size, in_chans, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         num_patches = self.grid_size[0] * self.grid_size[1]
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + num_patches, embed_dim))
