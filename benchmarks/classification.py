@@ -488,9 +488,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="size of the generated JPEGs",
     )
     parser.add_argument(
-        "--pipeline-batches", type=int, default=16, help="batches per epoch (one epoch timed)"
+        "--pipeline-batches", type=int, default=32, help="batches per epoch (one epoch timed)"
     )
-    parser.add_argument("--pipeline-rounds", type=int, default=3)
+    parser.add_argument("--pipeline-rounds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=DEFAULT_RESULTS, help="JSON results")
     args = parser.parse_args(argv)
