@@ -406,6 +406,15 @@ def vit_large_patch16(**kwargs: Any) -> VisionTransformer:
     return _vit(dict(patch_size=16, embed_dim=1024, depth=24, num_heads=16), kwargs)
 
 
+def vit_nano_conv(**kwargs: Any) -> VisionTransformer:
+    """A ViT for small images trained from scratch on a CPU: P=8 with the convolutional stem,
+    D=96, L=4, 4 heads, MLP ratio 2 (0.37M parameters for 7 classes at 64 px); 64 px images give an 8x8 grid."""
+    return _vit(
+        dict(patch_size=8, embed_dim=96, depth=4, num_heads=4, mlp_ratio=2.0, stem="conv"),
+        kwargs,
+    )
+
+
 def vit_test(**kwargs: Any) -> VisionTransformer:
     """A tiny ViT for tests and smoke runs: 32 px, P=4 (64 patches), D=32, L=2, 2 heads."""
     return _vit(
