@@ -266,4 +266,24 @@ def test_validation_draws_the_confusion_matrix_and_the_attention_rollout(tmp_pat
     for label, prediction in zip(labels.tolist(), predictions.tolist(), strict=True):
         expected[label, prediction] += 1
     assert torch.equal(task.val_confusion.compute(), expected)
-    assert figures.samples[0].shape == (3, 3, 32, 32)
+    images, labels = figures.samples
+    assert images.shape == (3, 3, 32, 32) and len(set(labels.tolist())) == 3
+
+
+def test_rollout_images_cover_the_classes_of_a_sorted_validation_set(tmp_path):
+    from glimpse.callbacks.classification_figures import ClassificationFigures
+
+    task = _task(num_classes=3)
+    labels = torch.tensor([0] * 8 + [1] * 8 + [2] * 8)  # sorted, as ImageFolder lists them
+    images = torch.randn(24, 3, 32, 32)
+    loader = DataLoader(
+        list(zip(images, labels.tolist(), strict=True)),
+        batch_size=8,
+        collate_fn=collate_labelled_images,
+    )
+    figures = ClassificationFigures(str(tmp_path), num_images=5)
+    _quiet_trainer(callbacks=[figures]).validate(task, dataloaders=loader, verbose=False)
+    picked_images, picked_labels = figures.samples
+    # One per class first (images 0, 8, 16), then the first batch's next ones (1, 2).
+    assert picked_labels.tolist() == [0, 1, 2, 0, 0]
+    torch.testing.assert_close(picked_images, images[[0, 8, 16, 1, 2]])

@@ -92,8 +92,8 @@ def rollout_figure(pixels: np.ndarray, maps: Tensor, titles: Sequence[str], colu
 class ClassificationFigures(L.Callback):
     """After each validation pass (not the sanity check), draw the pass's confusion matrix
     (the task's ``val_confusion`` metric, summed over ranks) and, when the network has
-    ``class_token_rollout`` (ViT, DeiT), attention rollout over the first ``num_images``
-    images of the first validation batch, titled with the true and predicted classes.
+    ``class_token_rollout`` (ViT, DeiT), attention rollout over ``num_images`` validation
+    images (one per class first), titled with the true and predicted classes.
 
     Args:
         output_dir: the run directory; pictures go to its ``figures/`` folder.
@@ -111,7 +111,10 @@ class ClassificationFigures(L.Callback):
         self.num_images = num_images
         self.every_n_validations = every_n_validations
         self.validations = 0
+        #: The rollout images ``(n, 3, H, W)`` and labels ``(n,)``, fixed after the first pass.
         self.samples: tuple[Tensor, Tensor] | None = None
+        self._picked: dict[int, Tensor] = {}
+        self._first_batch: tuple[Tensor, Tensor] | None = None
 
     def on_validation_batch_end(
         self,
@@ -122,16 +125,37 @@ class ClassificationFigures(L.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if batch_idx == 0 and dataloader_idx == 0 and self.samples is None:
-            images, labels = batch
-            self.samples = (
-                images[: self.num_images].detach().cpu(),
-                labels[: self.num_images].cpu(),
-            )
+        """During the first validation pass, pick the images drawn under rollout: one per class
+        in order of appearance (validation sets are often sorted by class), then the first
+        batch's others, up to ``num_images``; the same images every time after."""
+        if self.samples is not None or dataloader_idx != 0:
+            return
+        images, labels = batch
+        for image, label in zip(images, labels.tolist(), strict=True):
+            if len(self._picked) < self.num_images and label not in self._picked:
+                self._picked[label] = image.detach().cpu()
+        if batch_idx == 0:
+            self._first_batch = (images[: self.num_images].detach().cpu(), labels.cpu())
+
+    def _freeze_samples(self) -> None:
+        """Fix :attr:`samples` at the end of the first validation pass."""
+        if self.samples is not None or self._first_batch is None:
+            return
+        chosen_images = list(self._picked.values())
+        chosen_labels = list(self._picked)
+        first_images, first_labels = self._first_batch
+        for image, label in zip(first_images, first_labels.tolist(), strict=True):
+            if len(chosen_images) >= self.num_images:
+                break
+            if not any(image is c or torch.equal(image, c) for c in chosen_images):
+                chosen_images.append(image)
+                chosen_labels.append(label)
+        self.samples = (torch.stack(chosen_images), torch.tensor(chosen_labels))
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
+        self._freeze_samples()
         self.validations += 1
         if (self.validations - 1) % self.every_n_validations:
             return

@@ -408,7 +408,7 @@ def vit_large_patch16(**kwargs: Any) -> VisionTransformer:
 
 def vit_nano_conv(**kwargs: Any) -> VisionTransformer:
     """A ViT for small images trained from scratch on a CPU: P=8 with the convolutional stem,
-    D=96, L=4, 4 heads, MLP ratio 2 (0.37M parameters for 7 classes at 64 px); 64 px images give an 8x8 grid."""
+    D=96, L=4, 4 heads, MLP ratio 2 (0.37M parameters); 48 px images give a 6x6 grid, 64 px an 8x8 one."""
     return _vit(
         dict(patch_size=8, embed_dim=96, depth=4, num_heads=4, mlp_ratio=2.0, stem="conv"),
         kwargs,
