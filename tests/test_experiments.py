@@ -105,3 +105,23 @@ def test_the_image_sweep_trains_vit_swin_and_pvt_on_imagenette(tmp_path):
         "glimpse.models.pvt.pvt_small",
     ]
     assert all(c["data"]["root"] == str(tree) for c in configs)
+
+
+def test_shapes_vit_cpu_recipe_trains_when_shrunk(tmp_path):
+    result = run_script(
+        "train.py",
+        "experiment=shapes_vit_cpu",
+        "data.num_per_class=5",
+        "data.batch_size=8",
+        "debug=fdr",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        f"paths.data_dir={tmp_path / 'data'}",
+        "logger=csv",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = list((tmp_path / "logs" / "debug" / "runs").iterdir())
+    config = yaml.safe_load((run / "config_resolved.yaml").read_text())
+    assert config["model"]["net"]["_target_"] == "glimpse.models.vit.vit_nano_conv"
+    assert config["data"]["image_size"] == 48 and config["data"]["scale"] == [0.8, 1.0]
+    assert (tmp_path / "data" / "shapes_48_0_n5_d2").is_dir()
