@@ -164,6 +164,24 @@ def test_fast_dev_run_of_swin_on_shapes(tmp_path):
     assert 0.0 <= train(cfg) <= 1.0
 
 
+def test_resnet_on_shapes_trains_with_the_small_image_stem_and_mixing(tmp_path):
+    overrides = [
+        *(o for o in tiny_image_overrides(tmp_path) if o not in ("model=vit",) and "net." not in o),
+        "model=resnet",
+        "model.net.arch=resnet18",
+        "model.net.small_images=true",
+        "model.mixup_alpha=0.8",
+        "model.cutmix_alpha=1.0",
+        "model.ema_decay=0.9",
+        *short_run(steps=4, val_every=2),
+    ]
+    cfg = compose_train(overrides, tmp_path / "run")
+    assert cfg.model.channels_last and cfg.model.image_size_arg is None
+    assert 0.0 <= train(cfg) <= 1.0
+    figures = sorted(p.name for p in (tmp_path / "run" / "figures").iterdir())
+    assert figures == ["confusion_matrix_step0000002.png", "confusion_matrix_step0000004.png"]
+
+
 def test_fast_dev_run_of_pvt_on_shapes(tmp_path):
     overrides = [
         *(o for o in tiny_image_overrides(tmp_path) if o != "model=vit"),
