@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -173,3 +176,56 @@ def write_imagenette_tree(
     Image.fromarray(rng.integers(0, 256, (40, 48), dtype=np.uint8)).save(gray)
     (folder / "noisy_imagenette.csv").write_text("path,noisy_labels_0\n")
     return folder
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+class LocalServer:
+    """Serves ``routes[path] = (status, body, content_length)``; records request paths."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, tuple[int, bytes, int | None]] = {}
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.requests.append(self.path)
+                if self.path not in server.routes:
+                    self.send_error(404, "Not Found")
+                    return
+                status, body, length = server.routes[self.path]
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body) if length is None else length))
+                self.end_headers()
+                self.wfile.write(body)
+                self.wfile.flush()
+                self.close_connection = True
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def server():
+    """A :class:`LocalServer` on 127.0.0.1 for the test, shut down after it."""
+    local = LocalServer()
+    yield local
+    local.close()

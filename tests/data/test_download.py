@@ -5,70 +5,19 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
-import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import LocalServer as Server
+from conftest import md5
 
 from glimpse.data.download import DownloadError, download_file, extract_archive
 from glimpse.data.text import CharTextDataModule
 
 GOOD = b"".join(b"line %d of the good file \xc3\xa9\n" % i for i in range(400))
 TEXT = "".join(f"Speaker {i % 7}:\nWords, words, words number {i}.\n\n" for i in range(120))
-
-
-def md5(data: bytes) -> str:
-    return hashlib.md5(data).hexdigest()
-
-
-class Server:
-    """Serves ``routes[path] = (status, body, content_length)``; records request paths."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, tuple[int, bytes, int | None]] = {}
-        self.requests: list[str] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                server.requests.append(self.path)
-                if self.path not in server.routes:
-                    self.send_error(404, "Not Found")
-                    return
-                status, body, length = server.routes[self.path]
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body) if length is None else length))
-                self.end_headers()
-                self.wfile.write(body)
-                self.wfile.flush()
-                self.close_connection = True
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
-
-
-@pytest.fixture
-def server(request):
-    srv = Server()
-    request.addfinalizer(srv.close)
-    return srv
 
 
 def _names(folder: Path) -> list[str]:

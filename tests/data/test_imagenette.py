@@ -4,20 +4,18 @@ extraction of a generated release, readable class names; and the real Imagenette
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import re
 import subprocess
 import sys
 import tarfile
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_train, write_imagenette_tree
+from conftest import LocalServer as Server
+from conftest import compose_train, md5, write_imagenette_tree
 from PIL import Image
 
 from glimpse.data import imagenette as imagenette_module
@@ -49,56 +47,6 @@ def pack(tree: Path, archive: Path, extra: dict[str, bytes] | None = None) -> by
     return archive.read_bytes()
 
 
-def md5(data: bytes) -> str:
-    return hashlib.md5(data).hexdigest()
-
-
-class Server:
-    """Serves ``routes[path] = body`` on 127.0.0.1 (a free port); records request paths."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, bytes] = {}
-        self.requests: list[str] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                server.requests.append(self.path)
-                body = server.routes.get(self.path)
-                if body is None:
-                    self.send_error(404, "Not Found")
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
-
-
-@pytest.fixture
-def server():
-    srv = Server()
-    yield srv
-    srv.close()
-
-
 @pytest.fixture(scope="module")
 def release(tmp_path_factory) -> tuple[Path, bytes]:
     """``(extracted tree, its .tgz bytes)`` of a generated imagenette2-160 release."""
@@ -108,7 +56,7 @@ def release(tmp_path_factory) -> tuple[Path, bytes]:
 
 
 def _served(server: Server, body: bytes) -> str:
-    server.routes[f"/mirror/{RELEASE}.tgz"] = body
+    server.routes[f"/mirror/{RELEASE}.tgz"] = (200, body, None)
     return server.url(f"/mirror/{RELEASE}.tgz")
 
 
