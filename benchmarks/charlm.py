@@ -38,15 +38,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import re
 import statistics
 import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -55,6 +52,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
+from machine import clock, machine_info
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.optim.lr_scheduler import LambdaLR
@@ -64,7 +62,6 @@ from glimpse.data.text import CharTextDataModule
 from glimpse.models.char_rnn import detach_state
 from glimpse.tasks.char_lm import CharLanguageModelTask
 from glimpse.tasks.optim import adamw_with_decay_groups, warmup_cosine
-from glimpse.utils.provenance import code_version
 
 #: The overhead the framework may add: Lightning's throughput should be at least this
 #: fraction of the raw loop's.
@@ -145,13 +142,6 @@ def build_cases(args: argparse.Namespace) -> list[Case]:
         ),
     }
     return [cases[name] for name in args.cases]
-
-
-def clock(device: torch.device) -> float:
-    """``time.perf_counter()`` once the device has finished its queued work."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
 
 
 def make_datamodule(
@@ -350,27 +340,6 @@ def run_case(
     return result
 
 
-def machine_info(args: argparse.Namespace) -> dict[str, Any]:
-    """What the numbers were measured on."""
-    device = torch.device(args.device)
-    return {
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "code_version": code_version(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "lightning": L.__version__,
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "torch_threads": torch.get_num_threads(),
-        "torch_interop_threads": torch.get_num_interop_threads(),
-        "device": args.device,
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "precision": args.precision,
-    }
-
-
 def print_table(cases: dict[str, dict[str, Any]]) -> None:
     """One line per case: both throughputs, their ratio and the loss check."""
     header = (
@@ -445,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         "`isinstance(treespec, LeafSpec)`",
     ):
         warnings.filterwarnings("ignore", message=f".*{re.escape(message)}")
-    info = machine_info(args)
+    info = {**machine_info(args.device, args.precision), "lightning": L.__version__}
     began = time.perf_counter()
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="glimpse-bench-") as tmp:

@@ -51,25 +51,23 @@ import argparse
 import importlib
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from machine import clock, machine_info
 from PIL import Image
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from glimpse.data.images import ImageFolderDataModule
-from glimpse.utils.provenance import code_version
 
 NUM_CLASSES = 1000
 OPTIMIZER = {"lr": 1e-4, "weight_decay": 0.05}
@@ -232,13 +230,6 @@ def classification_loss(output: Tensor | tuple[Tensor, ...], labels: Tensor) -> 
     return torch.stack(losses).mean()
 
 
-def clock(device: torch.device) -> float:
-    """``time.perf_counter()`` once the device has finished its queued work."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
 def train_step(side: Side, images: Tensor, labels: Tensor, autocast: bool) -> None:
     """One forward, backward and AdamW step; the loss is kept on the device."""
     with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=autocast):
@@ -390,26 +381,6 @@ def run_pipeline(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     return results
 
 
-def machine_info(args: argparse.Namespace) -> dict[str, Any]:
-    """What the numbers were measured on."""
-    device = torch.device(args.device)
-    return {
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "code_version": code_version(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "torch_threads": torch.get_num_threads(),
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "device": args.device,
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "precision": args.precision,
-    }
-
-
 def print_models(results: dict[str, dict[str, Any]]) -> None:
     """One line per pair: both throughputs, their ratio, the paired ratio and its spread."""
     header = (
@@ -514,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
                 "set it too so that every OpenMP pool has --threads threads.",
                 stacklevel=1,
             )
-    info = machine_info(args)
+    info = machine_info(args.device, args.precision)
     began = time.perf_counter()
     models: dict[str, dict[str, Any]] = {}
     for name in args.models:

@@ -1,0 +1,79 @@
+"""The benchmark scripts run end to end (shrunk to seconds) and write their JSON results.
+
+They time nothing here: this only keeps them working as the code under them changes.
+"""
+
+from __future__ import annotations
+
+import json
+
+from conftest import run_script
+
+
+def test_classification_benchmark_writes_pairs_and_pipeline_results(tmp_path):
+    output = tmp_path / "classification.json"
+    result = run_script(
+        "benchmarks/classification.py",
+        "--models",
+        "vit_s16",
+        "pvt_small",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "2",
+        "--rounds",
+        "1",
+        "--steps",
+        "1",
+        "--pipeline-workers",
+        "0",
+        "--pipeline-batches",
+        "2",
+        "--pipeline-image-size",
+        "40",
+        "30",
+        "--pipeline-rounds",
+        "1",
+        "--threads",
+        "1",
+        "--output",
+        str(output),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(output.read_text())
+    text = json.dumps(results)
+    assert "vit_s16" in text and "pvt_small" in text and "images_per_s" in text
+    assert results["machine"]["torch_threads"] == 1
+
+
+def test_charlm_benchmark_writes_its_case(tmp_path):
+    output = tmp_path / "charlm.json"
+    result = run_script(
+        "benchmarks/charlm.py",
+        "--cases",
+        "transformer",
+        "--rounds",
+        "1",
+        "--warmup",
+        "1",
+        "--steps",
+        "1",
+        "--transformer-dim",
+        "16",
+        "--transformer-layers",
+        "1",
+        "--transformer-heads",
+        "2",
+        "--corpus-chars",
+        "20000",
+        "--threads",
+        "1",
+        "--output",
+        str(output),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(output.read_text())
+    assert "transformer" in json.dumps(results)
+    assert "lightning" in results["machine"]
