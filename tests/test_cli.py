@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import REPO, run_script, short_run, small_model_overrides, tiny_overrides
+from conftest import (
+    REPO,
+    run_script,
+    short_run,
+    small_model_overrides,
+    tiny_image_overrides,
+    tiny_overrides,
+)
 
 
 def _tiny(corpus: Path, tmp_path: Path, model: str = "lstm") -> list[str]:
@@ -61,6 +68,39 @@ def test_eval_reports_test_metrics_when_the_corpus_is_there(corpus, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test/loss" in result.stdout + result.stderr
     assert "test/bpc" in result.stdout + result.stderr
+
+
+def test_eval_classifies_image_files_with_a_classifier_checkpoint(tmp_path):
+    trained = run_script(
+        "train.py", *tiny_image_overrides(tmp_path), *short_run(2), "test=false", cwd=tmp_path
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    (checkpoint,) = (tmp_path / "logs" / "train" / "runs").glob("*/checkpoints/last.ckpt")
+    star = next((tmp_path / "data").glob("shapes_*/val/star/*.png"))
+    result = run_script(
+        "eval.py",
+        f"ckpt_path={checkpoint}",
+        f"image=[{star},{star}]",
+        "num_classes_shown=3",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == str(star) and len(lines) == 8  # two images, three classes each
+    probabilities = [float(line.split("%")[0]) for line in lines[1:4]]
+    assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 100.01
+    assert "test/acc1" not in result.stdout + result.stderr
+    missing = run_script(
+        "eval.py",
+        f"ckpt_path={checkpoint}",
+        f"image={tmp_path / 'nowhere.jpg'}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        cwd=tmp_path,
+    )
+    assert missing.returncode == 1
+    message = " ".join(missing.stderr.split())  # the console wraps long lines
+    assert f"Image {tmp_path / 'nowhere.jpg'} does not exist" in message
 
 
 def test_multirun_sweeps_models_into_one_sweep_folder(corpus, tmp_path):

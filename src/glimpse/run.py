@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from glimpse.compat import IncompatibleConfigError, check_compatible
 from glimpse.data.corpora import CorpusError
 from glimpse.data.download import DownloadError
+from glimpse.data.images import eval_transform, open_rgb
 from glimpse.utils.console import console, print_config_tree, print_metrics
 from glimpse.utils.wandb_setup import wandb_mode
 
@@ -163,8 +164,28 @@ def load_task(ckpt_path: str | Path, map_location: str = "cpu"):
     return task, meta
 
 
+def classify_images(
+    task: Any, paths: list[str], crop_ratio: float, k: int
+) -> list[tuple[str, list[tuple[str, float]]]]:
+    """Print and return the top-``k`` classes of each image file, decoded and resized and
+    centre-cropped as the checkpoint's evaluation data was (the spec's size and normalisation)."""
+    for path in paths:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"Image {path} does not exist; pass image=/path/to/photo.jpg.")
+    spec = task.spec
+    transform = eval_transform(spec.image_size, crop_ratio, spec.mean, spec.std)
+    images = torch.stack([transform(open_rgb(path)) for path in paths])
+    predictions = list(zip(paths, task.classify(images, k), strict=True))
+    for path, ranked in predictions:
+        print(path, flush=True)
+        for name, probability in ranked:
+            print(f"  {probability:7.2%}  {name}", flush=True)
+    return predictions
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Test a checkpoint on its data's test split and, for generative tasks, sample from it.
+    """Test a checkpoint on its data's test split and, for generative tasks, sample from it;
+    for classifiers given ``image=`` (one path or a list), classify those files instead.
 
     Without ``data=`` on the command line the data config stored in the checkpoint is used.
     When that data is not on disk (and cannot be downloaded) the evaluation is skipped with a
@@ -176,6 +197,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     results: dict[str, Any] = {}
 
     data_cfg = cfg.get("data") or OmegaConf.create((meta.get("config") or {}).get("data"))
+    if cfg.get("image"):
+        if not hasattr(task, "classify"):
+            raise ValueError(f"{meta['task']} does not classify images; drop image=.")
+        image = cfg.image
+        paths = [str(image)] if isinstance(image, str) else [str(p) for p in image]
+        crop_ratio = float((data_cfg or {}).get("crop_ratio", 0.875))
+        results["predictions"] = classify_images(task, paths, crop_ratio, cfg.num_classes_shown)
+        return results
     if cfg.get("metrics", True) and data_cfg:
         datamodule = instantiate(data_cfg)
         try:

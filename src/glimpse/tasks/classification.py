@@ -179,6 +179,21 @@ class ImageClassifier(GlimpseTask):
         """``images (B, 3, H, W) -> logits (B, C)``."""
         return self.net(images.contiguous(memory_format=self.memory_format))
 
+    @torch.no_grad()
+    def classify(self, images: Tensor, k: int = 5) -> list[list[tuple[str, float]]]:
+        """The ``min(k, C)`` most probable classes of each image ``(B, 3, H, W)`` (normalised as
+        the spec says), with their softmax probabilities, most probable first."""
+        was_training = self.training
+        self.eval()
+        probabilities = self(images.to(self.device)).float().softmax(dim=-1)
+        self.train(was_training)
+        top = probabilities.topk(min(k, self.num_classes), dim=-1)
+        names = self.spec.class_names
+        return [
+            [(names[i], p) for p, i in zip(row_p.tolist(), row_i.tolist(), strict=True)]
+            for row_p, row_i in zip(top.values, top.indices, strict=True)
+        ]
+
     def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
         """Label-smoothed cross-entropy of logits ``(B, C)`` against labels ``(B,)`` or
         target distributions ``(B, C)``."""
