@@ -195,6 +195,30 @@ def test_wandb_runs_offline_without_credentials_and_logs_sample_tables(corpus, t
     assert len(tables) == 2  # one per validation
 
 
+def test_wandb_gets_the_confusion_matrix_and_rollout_images_of_a_vit_run(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    overrides = [o for o in tiny_image_overrides(tmp_path) if o != "logger=csv"]
+    result = run_script(
+        "train.py",
+        *overrides,
+        "logger=wandb",
+        *short_run(2, val_every=2),
+        cwd=tmp_path,
+        env={"HOME": str(home), "WANDB_API_KEY": "", "WANDB_MODE": "", "NETRC": ""},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = _only(list((tmp_path / "logs" / "train" / "runs").iterdir()))
+    offline = _only(list((run_dir / "wandb").glob("offline-run-*")))
+    media = sorted(p.name.split("_")[0] for p in offline.glob("files/media/images/val/*.png"))
+    assert media == ["attention", "confusion"]
+    assert sorted(p.name for p in (run_dir / "figures").iterdir()) == [
+        "attention_rollout_step0000002.png",
+        "confusion_matrix_step0000002.png",
+    ]
+
+
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
