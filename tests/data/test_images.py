@@ -12,6 +12,7 @@ import torch
 from conftest import SHARED_DATA
 from PIL import Image
 
+from glimpse.data.imagenette import IMAGENETTE_CLASSES
 from glimpse.data.images import (
     ALPHA_BACKGROUND,
     CorruptImageError,
@@ -27,18 +28,6 @@ from glimpse.data.spec import LABELLED_IMAGES, LabelledImages
 SIZE = 32
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 IMAGENETTE = SHARED_DATA / "imagenette2_sample"
-IMAGENETTE_NAMES = {
-    "n01440764": "tench",
-    "n02102040": "English springer",
-    "n02979186": "cassette player",
-    "n03000684": "chain saw",
-    "n03028079": "church",
-    "n03394916": "French horn",
-    "n03417042": "garbage truck",
-    "n03425413": "gas pump",
-    "n03445777": "golf ball",
-    "n03888257": "parachute",
-}
 
 
 @pytest.fixture(scope="module")
@@ -274,7 +263,7 @@ def test_shapes_datamodule_writes_once_then_reads_the_imagefolder(tmp_path):
 @pytest.mark.skipif(not IMAGENETTE.is_dir(), reason="../shared/data/imagenette2_sample absent")
 def test_real_imagenette_sample_loads_with_its_grayscale_images_as_rgb():
     data = ImageFolderDataModule(
-        IMAGENETTE, image_size=SIZE, batch_size=8, num_workers=0, class_names=IMAGENETTE_NAMES
+        IMAGENETTE, image_size=SIZE, batch_size=8, num_workers=0, class_names=IMAGENETTE_CLASSES
     )
     data.setup("fit")
     assert len(data.spec.class_names) == 10

@@ -15,9 +15,8 @@ from glimpse.models.convert.timm_deit import deit_from_timm, deit_state_from_tim
 from glimpse.models.deit import (
     DistilledVisionTransformer,
     deit_test,
-    resize_distilled_position_embedding,
 )
-from glimpse.models.vit import VisionTransformer
+from glimpse.models.vit import VisionTransformer, resize_position_embedding
 
 B, D, NUM_CLASSES = 2, 32, 10
 
@@ -77,17 +76,17 @@ def test_distillation_head_alone_trains_the_distillation_token():
 
 def test_resized_position_table_keeps_both_token_entries_and_matches_timm():
     pos = torch.randn(1, 2 + 4 * 6, D)
-    assert resize_distilled_position_embedding(pos, (4, 6), (4, 6)) is pos
+    assert resize_position_embedding(pos, (4, 6), (4, 6), num_prefix_tokens=2) is pos
     for grid in [(8, 9), (2, 3)]:
-        resized = resize_distilled_position_embedding(pos, (4, 6), grid)
+        resized = resize_position_embedding(pos, (4, 6), grid, num_prefix_tokens=2)
         assert resized.shape == (1, 2 + grid[0] * grid[1], D)
         assert torch.equal(resized[:, :2], pos[:, :2])
         expected = resample_abs_pos_embed(
             pos, new_size=grid, old_size=(4, 6), num_prefix_tokens=2, antialias=False
         )
         assert_close(resized, expected)
-    with pytest.raises(ValueError, match="distillation token and a 4x4 grid"):
-        resize_distilled_position_embedding(pos, 4, 8)
+    with pytest.raises(ValueError, match="2 token entries and a 4x4 grid"):
+        resize_position_embedding(pos, 4, 8, num_prefix_tokens=2)
 
 
 def test_model_runs_at_other_size_with_resized_position_table():
@@ -96,7 +95,7 @@ def test_model_runs_at_other_size_with_resized_position_table():
     model = _small().eval()
     model_48 = _small(img_size=48).eval()
     state = dict(model.state_dict())
-    state["pos_embed"] = resize_distilled_position_embedding(state["pos_embed"], 4, 6)
+    state["pos_embed"] = resize_position_embedding(state["pos_embed"], 4, 6, num_prefix_tokens=2)
     model_48.load_state_dict(state)
     x = random_images(48, 48)
     with torch.no_grad():

@@ -20,8 +20,8 @@ from glimpse.models.pvt import (
     SpatialReductionAttention,
     pvt_test,
     pvt_v2_test,
-    resize_position_table,
 )
+from glimpse.models.vit import resize_position_embedding
 from glimpse.tasks.optim import no_weight_decay_names
 
 B = 2
@@ -122,18 +122,18 @@ def test_spatial_reduction_attention_matches_brute_force(sr_ratio, linear, size,
     assert_close(out, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_resize_position_table_matches_hand_computed_bilinear():
+def test_bilinear_position_table_resize_matches_hand_computed_weights():
     """2x2 -> 4x4 with align_corners=False samples the old grid at ``(j + 0.5) / 2 - 0.5``,
     clamped: rows (and columns) 1, 3/4 + 1/4, 1/4 + 3/4, 1 of the old ones."""
     table = torch.randn(1, 1 + 4, 3)
-    resized = resize_position_table(table, (2, 2), (4, 4), num_prefix=1)
+    resized = resize_position_embedding(table, (2, 2), (4, 4), 1, mode="bilinear")
     weights = torch.tensor([[1.0, 0.0], [0.75, 0.25], [0.25, 0.75], [0.0, 1.0]])
     grid = table[0, 1:].reshape(2, 2, 3)
     expected = torch.einsum("ia,jb,abc->ijc", weights, weights, grid).reshape(16, 3)
     assert resized.shape == (1, 17, 3)
     assert torch.equal(resized[0, 0], table[0, 0])
     assert_close(resized[0, 1:], expected)
-    assert resize_position_table(table, (2, 2), (2, 2), num_prefix=1) is table
+    assert resize_position_embedding(table, (2, 2), (2, 2), 1, mode="bilinear") is table
 
 
 def test_model_at_another_size_uses_resized_position_tables():
@@ -146,7 +146,9 @@ def test_model_at_another_size_uses_resized_position_tables():
     for i, stage in enumerate(model.stages):
         grid = (64 // 2 ** (i + 1), 48 // 2 ** (i + 1))
         key = f"stages.{i}.pos_embed"
-        state[key] = resize_position_table(state[key], stage.grid, grid, stage.num_prefix)
+        state[key] = resize_position_embedding(
+            state[key], stage.grid, grid, stage.num_prefix, mode="bilinear"
+        )
     resized = pvt_test(img_size=(64, 48)).eval()
     resized.load_state_dict(state)
     x = random_images(64, 48)

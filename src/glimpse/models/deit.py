@@ -26,30 +26,6 @@ from torch import Tensor, nn
 from glimpse.models.vit import VisionTransformer, resize_position_embedding
 
 
-def resize_distilled_position_embedding(
-    pos: Tensor, old_grid: int | tuple[int, int], new_grid: int | tuple[int, int]
-) -> Tensor:
-    """Resample a DeiT position table ``(B, 2 + h*w, D)`` -> ``(B, 2 + h'*w', D)``.
-
-    The class token's and the distillation token's entries (the first two) are kept unchanged;
-    the patch entries are resized bicubically as in
-    :func:`~glimpse.models.vit.resize_position_embedding`. The same grid returns ``pos``.
-    """
-    old_h, old_w = (old_grid, old_grid) if isinstance(old_grid, int) else old_grid
-    new_h, new_w = (new_grid, new_grid) if isinstance(new_grid, int) else new_grid
-    if pos.shape[1] != 2 + old_h * old_w:
-        raise ValueError(
-            f"Position table of {pos.shape[1]} entries does not fit a class token, a "
-            f"distillation token and a {old_h}x{old_w} grid ({2 + old_h * old_w} entries)."
-        )
-    if (old_h, old_w) == (new_h, new_w):
-        return pos
-    # Everything after the class entry is "one prefix entry (distillation) + grid".
-    return torch.cat(
-        [pos[:, :1], resize_position_embedding(pos[:, 1:], (old_h, old_w), (new_h, new_w))], 1
-    )
-
-
 class DistilledVisionTransformer(VisionTransformer):
     """DeiT: a :class:`~glimpse.models.vit.VisionTransformer` with a distillation token.
 
@@ -90,7 +66,7 @@ class DistilledVisionTransformer(VisionTransformer):
         batch = x.shape[0]
         prefix = [self.cls_token.expand(batch, -1, -1), self.dist_token.expand(batch, -1, -1)]
         tokens = torch.cat([*prefix, self.patch_embed(x)], dim=1)
-        pos = resize_distilled_position_embedding(self.pos_embed, self.grid_size, grid)
+        pos = resize_position_embedding(self.pos_embed, self.grid_size, grid, num_prefix_tokens=2)
         return self.pos_drop(tokens + pos)
 
     def forward_heads(self, tokens: Tensor) -> tuple[Tensor, Tensor]:

@@ -80,7 +80,9 @@ def fit_state_dict(net: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor
             and isinstance(net, VisionTransformer)
         ):
             side = round((value.shape[1] - net.num_prefix_tokens) ** 0.5)
-            value = resize_position_embedding(value, side, net.grid_size)
+            value = resize_position_embedding(
+                value, side, net.grid_size, num_prefix_tokens=net.num_prefix_tokens
+            )
         if value.shape != target.shape:
             if key.startswith(HEAD_PREFIXES):
                 log.info(

@@ -29,8 +29,9 @@ PVT v2 (§3) changes, each a constructor option:
 
 Image size: images must have sides divisible by the total stride ``P_1 P_2 P_3 P_4`` (32 for
 the presets). ``img_size`` fixes the grids the v1 position tables are built for; for another
-size each table is resized bilinearly on the fly (:func:`resize_position_table`, as the
-authors' detection code does), so the stored parameters keep their shape.
+size each table is resized bilinearly on the fly
+(:func:`~glimpse.models.vit.resize_position_embedding`, as the authors' detection code does),
+so the stored parameters keep their shape.
 
 Norms follow the authors' code and timm: LayerNorm ``eps=1e-6`` in the blocks and at the end of
 stages, ``1e-5`` in the patch embedding and the spatial reduction; exact GELU.
@@ -48,33 +49,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from glimpse.models.vit import DropPath, Mlp
+from glimpse.models.vit import DropPath, Mlp, as_pair, resize_position_embedding
 
 LINEAR_SRA_SIZE = 7
 """The side ``P`` of the pooled map that linear SRA reads keys and values from (PVT v2 §3.1)."""
-
-
-def _pair(size: int | Sequence[int]) -> tuple[int, int]:
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-
-
-def resize_position_table(
-    pos: Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int], num_prefix: int = 0
-) -> Tensor:
-    """Resample a position table from one token grid to another, bilinearly.
-
-    ``pos (1, num_prefix + h*w, C)`` with its grid entries in row-major ``(h, w)`` order ->
-    ``(1, num_prefix + h'*w', C)``: the grid entries are laid out as a ``C``-channel ``h x w``
-    image and resized with ``align_corners=False``; the first ``num_prefix`` entries (a class
-    token's) are copied unchanged. The same grid returns ``pos`` itself.
-    """
-    if old_grid == new_grid:
-        return pos
-    batch, _, dim = pos.shape
-    prefix, grid = pos[:, :num_prefix], pos[:, num_prefix:]
-    grid = grid.reshape(batch, *old_grid, dim).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid, size=new_grid, mode="bilinear", align_corners=False)
-    return torch.cat([prefix, grid.flatten(2).transpose(1, 2)], dim=1)
 
 
 def _to_map(tokens: Tensor, size: tuple[int, int]) -> Tensor:
@@ -290,8 +268,8 @@ class PVTStage(nn.Module):
         if self.cls_token is not None:
             tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
         if self.pos_embed is not None:
-            tokens = tokens + resize_position_table(
-                self.pos_embed, self.grid, size, self.num_prefix
+            tokens = tokens + resize_position_embedding(
+                self.pos_embed, self.grid, size, self.num_prefix, mode="bilinear"
             )
         return self.pos_drop(tokens), size
 
@@ -364,7 +342,7 @@ class PyramidVisionTransformer(nn.Module):
                 "A class token needs the last stage to attend without spatial reduction "
                 "(sr_ratios[-1] == 1, linear_sra=False) and a plain FFN (conv_mlp=False)."
             )
-        self.img_size = _pair(img_size)
+        self.img_size = as_pair(img_size)
         self.patch_sizes = tuple(patch_sizes)
         self.stride = math.prod(self.patch_sizes)
         self._check_size(*self.img_size)

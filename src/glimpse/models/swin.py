@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from glimpse.models.vit import DropPath, Mlp
+from glimpse.models.vit import DropPath, Mlp, as_pair
 
 
 def relative_position_index(window_size: int) -> Tensor:
@@ -350,7 +350,7 @@ class SwinTransformer(nn.Module):
                 f"number of stages."
             )
         self.patch_size = patch_size
-        self.img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        self.img_size = as_pair(img_size)
         self._check_size(*self.img_size)
         self.in_chans = in_chans
         self.num_classes = num_classes or 0

@@ -24,6 +24,7 @@ and exact GELU as in the paper's code, timm and torchvision.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -33,35 +34,41 @@ from torch.nn import functional as F
 from glimpse.models.attention_rollout import attention_rollout
 
 
-def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
-    return (size, size) if isinstance(size, int) else (size[0], size[1])
+def as_pair(size: int | Sequence[int]) -> tuple[int, int]:
+    """``size`` as ``(height, width)``: an int is a square."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 def resize_position_embedding(
-    pos: Tensor, old_grid: int | tuple[int, int], new_grid: int | tuple[int, int]
+    pos: Tensor,
+    old_grid: int | Sequence[int],
+    new_grid: int | Sequence[int],
+    num_prefix_tokens: int = 1,
+    mode: str = "bicubic",
 ) -> Tensor:
-    """Resample a position table from one patch grid to another, keeping the class-token entry.
+    """Resample a position table from one patch grid to another, keeping the token entries.
 
-    ``pos (B, 1 + h*w, D)`` with its patch entries in row-major ``(h, w)`` order ->
-    ``(B, 1 + h'*w', D)``: the patch entries are laid out as a ``D``-channel ``h x w`` image and
-    resized bicubically (``align_corners=False``, DeiT's choice); the first entry, the class
-    token's, is copied unchanged. The same grid returns ``pos`` itself.
+    ``pos (B, num_prefix_tokens + h*w, D)`` with its patch entries in row-major ``(h, w)``
+    order -> ``(B, num_prefix_tokens + h'*w', D)``: the patch entries are laid out as a
+    ``D``-channel ``h x w`` image and resized with ``mode`` (``align_corners=False``; bicubic is
+    DeiT's choice for ViT, bilinear PVT's); the first ``num_prefix_tokens`` entries (class and
+    distillation tokens) are copied unchanged. The same grid returns ``pos`` itself.
     """
-    old_h, old_w = _pair(old_grid)
-    new_h, new_w = _pair(new_grid)
+    old_h, old_w = as_pair(old_grid)
+    new_h, new_w = as_pair(new_grid)
+    batch, length, dim = pos.shape
+    if length != num_prefix_tokens + old_h * old_w:
+        raise ValueError(
+            f"Position table of {length} entries does not fit {num_prefix_tokens} token "
+            f"entries and a {old_h}x{old_w} grid ({num_prefix_tokens + old_h * old_w} entries)."
+        )
     if (old_h, old_w) == (new_h, new_w):
         return pos
-    batch, length, dim = pos.shape
-    if length != 1 + old_h * old_w:
-        raise ValueError(
-            f"Position table of {length} entries does not fit a class token and a "
-            f"{old_h}x{old_w} grid ({1 + old_h * old_w} entries)."
-        )
-    cls_pos, grid = pos[:, :1], pos[:, 1:]
+    prefix, grid = pos[:, :num_prefix_tokens], pos[:, num_prefix_tokens:]
     grid = grid.reshape(batch, old_h, old_w, dim).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid, size=(new_h, new_w), mode="bicubic", align_corners=False)
+    grid = F.interpolate(grid, size=(new_h, new_w), mode=mode, align_corners=False)
     grid = grid.permute(0, 2, 3, 1).reshape(batch, new_h * new_w, dim)
-    return torch.cat([cls_pos, grid], dim=1)
+    return torch.cat([prefix, grid], dim=1)
 
 
 class DropPath(nn.Module):
@@ -269,7 +276,7 @@ class VisionTransformer(nn.Module):
         stem: str = "patchify",
     ) -> None:
         super().__init__()
-        self.img_size = _pair(img_size)
+        self.img_size = as_pair(img_size)
         self.patch_size = patch_size
         self.grid_size = self._grid(*self.img_size)
         self.in_chans = in_chans
@@ -408,7 +415,7 @@ def vit_large_patch16(**kwargs: Any) -> VisionTransformer:
 
 def vit_nano_conv(**kwargs: Any) -> VisionTransformer:
     """A ViT for small images trained from scratch on a CPU: P=8 with the convolutional stem,
-    D=96, L=4, 4 heads, MLP ratio 2 (0.37M parameters); 48 px images give a 6x6 grid, 64 px an 8x8 one."""
+    D=96, L=4, 4 heads, MLP ratio 2 (0.37M parameters); 48 px images make a 6x6 grid."""
     return _vit(
         dict(patch_size=8, embed_dim=96, depth=4, num_heads=4, mlp_ratio=2.0, stem="conv"),
         kwargs,
