@@ -65,13 +65,15 @@ def tiny_overrides(corpus: Path, tmp_path: Path) -> list[str]:
     ]
 
 
-def tiny_image_overrides(tmp_path: Path) -> list[str]:
-    """The tiny ViT on 5 shapes per class (21 train, 7 val, 7 test images of 32 px)."""
+def tiny_image_overrides(tmp_path: Path, data: str = "shapes") -> list[str]:
+    """The tiny ViT on 32 px images of ``data``: by default 5 shapes per class (21 train, 7 val,
+    7 test images); other data configs need their own root or url."""
+    sized = ["data.num_per_class=5"] if data == "shapes" else ["data.image_size=32"]
     return [
         "model=vit",
-        "data=shapes",
+        f"data={data}",
         "model.net._target_=glimpse.models.vit.vit_test",
-        "data.num_per_class=5",
+        *sized,
         "data.batch_size=8",
         "data.num_workers=0",
         f"paths.log_dir={tmp_path / 'logs'}",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import compose_train
+from conftest import compose_train, tiny_image_overrides
 from PIL import Image
 
 from glimpse.data.imagenet_subset import (
@@ -149,19 +149,9 @@ def test_the_shipped_imagenet100_list_is_cmc_s():
 
 def test_fast_dev_run_of_vit_on_an_imagenet_subset(imagenet, tmp_path):
     overrides = [
-        "model=vit",
-        "data=imagenet_subset",
-        "model.net._target_=glimpse.models.vit.vit_test",
+        *tiny_image_overrides(tmp_path, data="imagenet_subset"),
         f"data.root={imagenet}",
         f"data.classes=[{','.join(CHOSEN)}]",
-        f"data.image_size={SIZE}",
-        "data.batch_size=4",
-        "data.num_workers=0",
-        f"paths.log_dir={tmp_path / 'logs'}",
-        f"paths.data_dir={tmp_path / 'data'}",
-        "logger=csv",
-        "callbacks.progress_bar=null",
-        "callbacks.model_summary=null",
         "debug=fdr",
     ]
     value = train(compose_train(overrides, tmp_path / "run"))

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import LocalServer as Server
-from conftest import compose_train, md5, write_imagenette_tree
+from conftest import compose_train, md5, tiny_image_overrides, write_imagenette_tree
 from PIL import Image
 
 from glimpse.data import imagenette as imagenette_module
@@ -243,19 +243,9 @@ def test_release_names_urls_and_published_checksums():
 def test_fast_dev_run_of_vit_on_a_downloaded_imagenette(server, release, tmp_path):
     _, archive = release
     overrides = [
-        "model=vit",
-        "data=imagenette",
-        "model.net._target_=glimpse.models.vit.vit_test",
+        *tiny_image_overrides(tmp_path, data="imagenette"),
         f"data.url={_served(server, archive)}",
         f"data.md5={md5(archive)}",
-        f"data.image_size={SIZE}",
-        "data.batch_size=4",
-        "data.num_workers=0",
-        f"paths.log_dir={tmp_path / 'logs'}",
-        f"paths.data_dir={tmp_path / 'data'}",
-        "logger=csv",
-        "callbacks.progress_bar=null",
-        "callbacks.model_summary=null",
         "debug=fdr",
     ]
     value = train(compose_train(overrides, tmp_path / "run"))

@@ -82,17 +82,22 @@ def _small_torchvision_vit() -> TorchvisionViT:
     ).eval()
 
 
-def test_fitted_vit_weights_compute_torchvision_logits_at_the_same_size():
-    reference = _small_torchvision_vit()
-    ours = VisionTransformer(
-        img_size=32,
+def _small_vit(img_size: int, num_classes: int, embed_dim: int = 32) -> VisionTransformer:
+    """Our ViT of :func:`_small_torchvision_vit`'s shape, or another width."""
+    return VisionTransformer(
+        img_size=img_size,
         patch_size=8,
-        num_classes=1000,
-        embed_dim=32,
+        num_classes=num_classes,
+        embed_dim=embed_dim,
         depth=2,
         num_heads=2,
         mlp_ratio=2.0,
-    ).eval()
+    )
+
+
+def test_fitted_vit_weights_compute_torchvision_logits_at_the_same_size():
+    reference = _small_torchvision_vit()
+    ours = _small_vit(img_size=32, num_classes=1000).eval()
     ours.load_state_dict(fit_state_dict(ours, vit_state_from_torchvision(reference.state_dict())))
     images = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(ours(images), reference(images), atol=1e-4, rtol=1e-4)
@@ -100,15 +105,7 @@ def test_fitted_vit_weights_compute_torchvision_logits_at_the_same_size():
 
 def test_vit_for_another_size_and_class_count_gets_a_resized_table_and_a_fresh_head():
     state = vit_state_from_torchvision(_small_torchvision_vit().state_dict())
-    ours = VisionTransformer(
-        img_size=48,
-        patch_size=8,
-        num_classes=10,
-        embed_dim=32,
-        depth=2,
-        num_heads=2,
-        mlp_ratio=2.0,
-    )
+    ours = _small_vit(img_size=48, num_classes=10)
     fitted = fit_state_dict(ours, state)
     assert "head.weight" not in fitted and "head.bias" not in fitted
     torch.testing.assert_close(
@@ -120,9 +117,7 @@ def test_vit_for_another_size_and_class_count_gets_a_resized_table_and_a_fresh_h
 
 def test_a_mismatched_architecture_is_refused_naming_the_parameter():
     state = vit_state_from_torchvision(_small_torchvision_vit().state_dict())
-    wider = VisionTransformer(
-        img_size=32, patch_size=8, num_classes=1000, embed_dim=64, depth=2, num_heads=2
-    )
+    wider = _small_vit(img_size=32, num_classes=1000, embed_dim=64)
     with pytest.raises(ValueError, match="Pretrained cls_token has shape"):
         fit_state_dict(wider, state)
 
