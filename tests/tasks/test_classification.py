@@ -287,3 +287,8 @@ def test_rollout_images_cover_the_classes_of_a_sorted_validation_set(tmp_path):
     # One per class first (images 0, 8, 16), then the first batch's next ones (1, 2).
     assert picked_labels.tolist() == [0, 1, 2, 0, 0]
     torch.testing.assert_close(picked_images, images[[0, 8, 16, 1, 2]])
+    # Fewer images than asked for in all: every one, each once.
+    few = ClassificationFigures(str(tmp_path), num_images=30)
+    _quiet_trainer(callbacks=[few]).validate(task, dataloaders=loader, verbose=False)
+    expected_order = [0, 8, 16, *range(1, 8)]  # one per class, then the rest of batch 0
+    torch.testing.assert_close(few.samples[0], images[expected_order])

@@ -113,8 +113,9 @@ class ClassificationFigures(L.Callback):
         self.validations = 0
         #: The rollout images ``(n, 3, H, W)`` and labels ``(n,)``, fixed after the first pass.
         self.samples: tuple[Tensor, Tensor] | None = None
-        self._picked: dict[int, Tensor] = {}
-        self._first_batch: tuple[Tensor, Tensor] | None = None
+        #: First image of each class seen: label -> (batch index, position, image).
+        self._picked: dict[int, tuple[int, int, Tensor]] = {}
+        self._first_batch: tuple[Tensor, list[int]] | None = None
 
     def on_validation_batch_end(
         self,
@@ -131,26 +132,24 @@ class ClassificationFigures(L.Callback):
         if self.samples is not None or dataloader_idx != 0:
             return
         images, labels = batch
-        for image, label in zip(images, labels.tolist(), strict=True):
+        for position, label in enumerate(labels.tolist()):
             if len(self._picked) < self.num_images and label not in self._picked:
-                self._picked[label] = image.detach().cpu()
+                self._picked[label] = (batch_idx, position, images[position].detach().cpu())
         if batch_idx == 0:
-            self._first_batch = (images[: self.num_images].detach().cpu(), labels.cpu())
+            self._first_batch = images[: self.num_images].detach().cpu(), labels.tolist()
 
     def _freeze_samples(self) -> None:
         """Fix :attr:`samples` at the end of the first validation pass."""
         if self.samples is not None or self._first_batch is None:
             return
-        chosen_images = list(self._picked.values())
-        chosen_labels = list(self._picked)
+        chosen = [(label, image) for label, (_, _, image) in self._picked.items()]
+        taken = {(batch, position) for batch, position, _ in self._picked.values()}
         first_images, first_labels = self._first_batch
-        for image, label in zip(first_images, first_labels.tolist(), strict=True):
-            if len(chosen_images) >= self.num_images:
-                break
-            if not any(image is c or torch.equal(image, c) for c in chosen_images):
-                chosen_images.append(image)
-                chosen_labels.append(label)
-        self.samples = (torch.stack(chosen_images), torch.tensor(chosen_labels))
+        for position, image in enumerate(first_images):
+            if len(chosen) < self.num_images and (0, position) not in taken:
+                chosen.append((first_labels[position], image))
+        labels, images = zip(*chosen, strict=True)
+        self.samples = (torch.stack(images), torch.tensor(labels))
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
