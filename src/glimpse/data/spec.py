@@ -30,6 +30,38 @@ class LabelledImages(NamedTuple):
     labels: Tensor
 
 
+#: Images with reference captions, as :class:`CaptionedImages` batches.
+CAPTIONED_IMAGES = "captioned_images"
+
+
+class CaptionedImages(NamedTuple):
+    """A batch of the :data:`CAPTIONED_IMAGES` kind: ``B`` images and ``R`` captions of them.
+
+    A training batch holds one caption per image (``R == B``); an evaluation batch holds every
+    reference caption of each image, so ``R`` is their total.
+
+    Attributes:
+        images: ``(B, 3, H, W)`` float32 normalised with the spec's ``mean`` and ``std``, or,
+            when the datamodule serves cached encoder features, the encoder's grid
+            ``(B, N, D)`` (N = H'·W' positions of D channels).
+        captions: ``(R, T)`` int64 word ids, ``<start> w_1 .. w_n <end>`` then ``<pad>`` (0)
+            up to the longest caption of the batch.
+        lengths: ``(R,)`` int64 number of ids of each caption, ``<start>`` and ``<end>``
+            included.
+        caption_image: ``(R,)`` int64 index into ``images`` of each caption's image.
+        references: per image, its reference captions as lower-cased words joined by single
+            spaces (the tokenizer's words, before ``<unk>`` mapping), for BLEU and CIDEr.
+        names: per image, its file name.
+    """
+
+    images: Tensor
+    captions: Tensor
+    lengths: Tensor
+    caption_image: Tensor
+    references: tuple[tuple[str, ...], ...]
+    names: tuple[str, ...]
+
+
 #: DataSpec fields that describe images; None for other kinds of data.
 IMAGE_FIELDS = ("class_names", "image_size", "mean", "std")
 
@@ -40,7 +72,9 @@ class DataSpec:
 
     Attributes:
         kind: the batch kind, e.g. :data:`TEXT` for character streams.
-        vocab: for text, the symbols in index order; index 0 is the unknown symbol.
+        vocab: for text, the symbols in index order; index 0 is the unknown symbol. For
+            captions, the :class:`~glimpse.data.word_tokenizer.WordTokenizer`'s words in id
+            order (``<pad>``, ``<start>``, ``<end>``, ``<unk>`` first).
         metadata: provenance and batching facts worth keeping (corpus name, size, hash).
         class_names: for labelled images, the human-readable name of each class, in label
             order.
