@@ -1,7 +1,9 @@
-"""Parsers for image-caption annotation files (Flickr8k, its Kaggle CSV, COCO captions).
+"""Parsers for image-caption annotation files (Flickr8k, its Kaggle CSV, COCO captions,
+Karpathy's split files).
 
-Every parser returns captions as ``dict[image file name, list[caption]]``, captions in
-file order. Malformed input raises ``ValueError`` naming the file and line.
+The Flickr8k, Kaggle and COCO parsers return captions as ``dict[image file name,
+list[caption]]``, captions in file order; the Karpathy parser returns one record per image.
+Malformed input raises ``ValueError`` naming the file (and line, for text files).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import logging
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -121,3 +124,53 @@ def captions_with_images(
             image_dir,
         )
     return kept, missing
+
+
+#: Karpathy's split names, mapped to the splits they are used as: ``restval`` (the 30,504
+#: COCO val2014 images outside his 5,000 val and 5,000 test images) joins train.
+KARPATHY_SPLITS = {"train": "train", "restval": "train", "val": "val", "test": "test"}
+
+
+class KarpathyImage(NamedTuple):
+    """One image of a Karpathy split file: its split (``restval`` already mapped to
+    ``train``), COCO id (None in the Flickr files, which have none), ``filepath`` folder
+    (``train2014``/``val2014``; empty when absent), file name and captions."""
+
+    split: str
+    cocoid: int | None
+    filepath: str
+    filename: str
+    captions: list[str]
+
+
+def read_karpathy_split(path: str | Path) -> list[KarpathyImage]:
+    """Parse a Karpathy split file (``dataset_coco.json``; Karpathy & Fei-Fei 2015):
+    ``{"images": [{"filepath", "filename", "cocoid", "split", "sentences": [{"raw"}]}]}``.
+
+    Captions are the stripped ``raw`` sentences, in file order.
+    """
+    path = Path(path)
+    try:
+        images = json.loads(path.read_text(encoding="utf-8"))["images"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a Karpathy split file ({e!r})") from e
+    records = []
+    for i, image in enumerate(images):
+        try:
+            split = KARPATHY_SPLITS[image["split"]]
+            cocoid = image.get("cocoid")
+            records.append(
+                KarpathyImage(
+                    split=split,
+                    cocoid=int(cocoid) if cocoid is not None else None,
+                    filepath=image.get("filepath", ""),
+                    filename=image["filename"],
+                    captions=[s["raw"].strip() for s in image["sentences"]],
+                )
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(
+                f"{path}: image {i} is not a Karpathy record with a split in "
+                f"{sorted(KARPATHY_SPLITS)}, a filename and sentences ({e!r})"
+            ) from e
+    return records
