@@ -1,0 +1,220 @@
+"""Pictures of a captioner after each validation pass: sample validation images with their
+generated and reference captions and, for attention decoders, where the model looked for each
+word (Xu et al., "Show, Attend and Tell", ICML 2015, figures 2 and 3).
+
+Each picture is a PNG in ``<output_dir>/figures/`` named after the global step; every
+WandbLogger gets a ``val/captions`` Table (image, generated, references) and the attention
+pictures as ``val/attention`` images.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import matplotlib
+import numpy as np
+import torch
+from lightning.pytorch.loggers import WandbLogger
+from torch import Tensor
+from torch.nn import functional as F
+
+from glimpse.callbacks.classification_figures import unnormalise
+
+matplotlib.use("Agg")
+from matplotlib import pyplot as plt  # noqa: E402  (after choosing the file-only backend)
+from matplotlib.figure import Figure  # noqa: E402
+
+#: Reference captions written under each image of the caption grid.
+REFERENCES_SHOWN = 2
+#: Characters per line of the captions under the images.
+TEXT_WIDTH = 38
+
+
+def _caption_text(generated: str, references: Sequence[str]) -> str:
+    lines = textwrap.wrap(f"generated: {generated}", TEXT_WIDTH)
+    for reference in references[:REFERENCES_SHOWN]:
+        lines += textwrap.wrap(f"reference: {reference}", TEXT_WIDTH)
+    return "\n".join(lines)
+
+
+def caption_grid_figure(
+    pixels: np.ndarray,
+    generated: Sequence[str],
+    references: Sequence[Sequence[str]],
+    columns: int = 4,
+) -> Figure:
+    """Images ``(B, H, W, 3)`` in [0, 1], one panel each, with the generated caption and the
+    first :data:`REFERENCES_SHOWN` references written under the image."""
+    count = len(pixels)
+    columns = min(columns, count)
+    rows = -(-count // columns)
+    figure = plt.figure(figsize=(3.2 * columns, 4.4 * rows), layout="constrained")
+    for index in range(count):
+        panel = figure.add_subplot(rows, columns, index + 1)
+        panel.imshow(pixels[index])
+        panel.set_xticks([])
+        panel.set_yticks([])
+        panel.spines[:].set_visible(False)
+        panel.set_xlabel(_caption_text(generated[index], references[index]), fontsize=8, loc="left")
+    return figure
+
+
+def attention_figure(pixels: np.ndarray, words: Sequence[str], maps: Tensor) -> Figure:
+    """The image ``(H, W, 3)`` in [0, 1], then one panel per word: the image lit by the
+    attention map ``(L, h, w)`` of that word, resized bilinearly to ``(H, W)`` and scaled to
+    [0, 1] (``pixels * (0.2 + 0.8 * map)``: bright where the model looked)."""
+    maps = torch.as_tensor(maps).float().cpu()
+    if len(maps) != len(words):
+        raise ValueError(
+            f"attention_figure got {len(words)} words but {len(maps)} attention maps; "
+            "pass one map per word."
+        )
+    height, width = pixels.shape[:2]
+    heat = np.zeros((0, height, width))
+    if len(words):
+        upsampled = F.interpolate(maps[:, None], size=(height, width), mode="bilinear")[:, 0]
+        low = upsampled.amin(dim=(1, 2), keepdim=True)
+        high = upsampled.amax(dim=(1, 2), keepdim=True)
+        heat = ((upsampled - low) / (high - low).clamp_min(1e-12)).numpy()
+    count = len(words) + 1
+    columns = min(count, 5)
+    rows = -(-count // columns)
+    figure = plt.figure(figsize=(2.4 * columns, 2.6 * rows), layout="constrained")
+    panel = figure.add_subplot(rows, columns, 1)
+    panel.imshow(pixels)
+    panel.set_title("image", fontsize=10)
+    panel.axis("off")
+    for index, word in enumerate(words):
+        panel = figure.add_subplot(rows, columns, index + 2)
+        panel.imshow(pixels * (0.2 + 0.8 * heat[index][..., None]))
+        panel.set_title(word, fontsize=10)
+        panel.axis("off")
+    return figure
+
+
+class CaptionFigures(L.Callback):
+    """After each validation pass (not the sanity check), caption ``num_images`` validation
+    images (the first of the first pass, the same ones every time) with ``pl_module.caption``
+    and draw them with their references, plus one attention picture per image when the decoder
+    attends.
+
+    Batches are :class:`~glimpse.data.spec.CaptionedImages`. With normalised images
+    ``(B, 3, H, W)`` the pictures show them unnormalised with the spec's mean and std; with
+    cached encoder grids ``(B, N, D)`` the grids are captioned and the pictures come from
+    ``trainer.datamodule.display_image("val", name)``.
+
+    Args:
+        output_dir: the run directory; pictures go to its ``figures/`` folder.
+        num_images: validation images captioned.
+        every_n_validations: draw every n-th validation pass only.
+    """
+
+    def __init__(self, output_dir: str, num_images: int = 4, every_n_validations: int = 1) -> None:
+        if num_images < 1 or every_n_validations < 1:
+            raise ValueError(
+                f"figures.num_images={num_images} and figures.every_n_validations="
+                f"{every_n_validations} must be at least 1."
+            )
+        self.folder = Path(output_dir) / "figures"
+        self.num_images = num_images
+        self.every_n_validations = every_n_validations
+        self.validations = 0
+        #: Per kept image: the model input ``(3, H, W)`` or ``(N, D)`` on the CPU.
+        self.inputs: list[Tensor] = []
+        self.names: list[str] = []
+        self.references: list[tuple[str, ...]] = []
+        #: ``(n, H, W, 3)`` in [0, 1], made at the first drawing.
+        self._pixels: np.ndarray | None = None
+
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        """During the first validation pass, keep the first ``num_images`` images."""
+        if (
+            trainer.sanity_checking
+            or self.validations > 0
+            or dataloader_idx != 0
+            or not trainer.is_global_zero
+        ):
+            return
+        take = self.num_images - len(self.inputs)
+        for position in range(min(take, len(batch.names))):
+            self.inputs.append(batch.images[position].detach().cpu())
+            self.names.append(batch.names[position])
+            self.references.append(tuple(batch.references[position]))
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        self.validations += 1
+        if (self.validations - 1) % self.every_n_validations:
+            return
+        if not trainer.is_global_zero or not self.inputs:
+            return
+        step = trainer.global_step
+        captions = pl_module.caption(torch.stack(self.inputs))
+        pixels = self._display_pixels(trainer, pl_module)
+        generated = [" ".join(caption.words) for caption in captions]
+        figure = caption_grid_figure(pixels, generated, self.references)
+        self._save(figure, f"captions_step{step:07d}.png")
+        attention_paths = [
+            self._save(
+                attention_figure(pixels[index], caption.words, caption.attention),
+                f"attention_step{step:07d}_{index}.png",
+            )
+            for index, caption in enumerate(captions)
+            if caption.attention is not None
+        ]
+        self._log_wandb(trainer, pixels, generated, attention_paths, step)
+
+    def _log_wandb(
+        self,
+        trainer: L.Trainer,
+        pixels: np.ndarray,
+        generated: Sequence[str],
+        attention_paths: Sequence[Path],
+        step: int,
+    ) -> None:
+        """The ``val/captions`` Table and the ``val/attention`` images, to every WandbLogger."""
+        loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+        if not loggers:
+            return
+        import wandb
+
+        rows = [
+            [wandb.Image((image * 255).round().astype(np.uint8)), text, "\n".join(refs)]
+            for image, text, refs in zip(pixels, generated, self.references, strict=True)
+        ]
+        for logger in loggers:
+            logger.log_table("val/captions", ["image", "generated", "references"], rows, step=step)
+            if attention_paths:
+                paths = [str(path) for path in attention_paths]
+                logger.log_image(key="val/attention", images=paths, step=step)
+
+    def _display_pixels(self, trainer: L.Trainer, pl_module: L.LightningModule) -> np.ndarray:
+        """The kept images as ``(n, H, W, 3)`` in [0, 1]."""
+        if self._pixels is None:
+            if self.inputs[0].ndim == 3:
+                spec = pl_module.spec
+                self._pixels = unnormalise(torch.stack(self.inputs), spec.mean, spec.std)
+            else:
+                shown = [trainer.datamodule.display_image("val", name) for name in self.names]
+                self._pixels = torch.stack(shown).permute(0, 2, 3, 1).float().numpy()
+        return self._pixels
+
+    def _save(self, figure: Figure, name: str) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / name
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
+        return path
