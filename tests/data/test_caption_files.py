@@ -13,6 +13,7 @@ from glimpse.data.caption_files import (
     read_coco_captions,
     read_flickr8k_tokens,
     read_kaggle_captions,
+    read_karpathy_split,
     read_split_list,
 )
 
@@ -113,6 +114,32 @@ def test_read_coco_captions(tmp_path):
     path.write_text("{}")
     with pytest.raises(ValueError, match="captions.json"):
         read_coco_captions(path)
+
+
+def test_read_karpathy_split_maps_restval_to_train(tmp_path):
+    images = [
+        {
+            "filepath": "val2014",
+            "filename": "COCO_val2014_000000000042.jpg",
+            "cocoid": 42,
+            "split": "restval",
+            "sentences": [{"raw": "A dog. ", "tokens": ["a", "dog"]}, {"raw": "Dog."}],
+        },
+        {"filename": "1000_a.jpg", "split": "test", "sentences": [{"raw": "A cat ."}]},
+    ]
+    path = tmp_path / "dataset_coco.json"
+    path.write_text(json.dumps({"images": images, "dataset": "coco"}))
+    first, second = read_karpathy_split(path)
+    assert first == ("train", 42, "val2014", "COCO_val2014_000000000042.jpg", ["A dog.", "Dog."])
+    assert second == ("test", None, "", "1000_a.jpg", ["A cat ."])
+
+    images[1]["split"] = "dev"
+    path.write_text(json.dumps({"images": images}))
+    with pytest.raises(ValueError, match="image 1 is not a Karpathy record"):
+        read_karpathy_split(path)
+    path.write_text("[]")
+    with pytest.raises(ValueError, match="not a Karpathy split file"):
+        read_karpathy_split(path)
 
 
 def test_captions_with_images_counts_missing(tmp_path, caplog):
