@@ -223,3 +223,19 @@ def test_gradients_reach_every_parameter(name):
     loss.backward()
     for param_name, param in decoder.named_parameters():
         assert param.grad is not None and param.grad.abs().sum() > 0, param_name
+
+
+def test_three_stage_encoder_stops_at_layer3_with_a_grid_twice_as_fine():
+    """stages=3 gives torchvision's layer3 map (H/16) and loads ImageNet weights minus layer4."""
+    reference = torchvision.models.resnet18().eval()
+    encoder = CaptionEncoder("resnet18", stages=3).eval()
+    encoder.load_imagenet_state(reference.state_dict())
+    images = torch.randn(2, 3, 64, 48)
+    with torch.no_grad():
+        grid = encoder(images)
+        x = images
+        for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3"):
+            x = getattr(reference, name)(x)
+    assert encoder.out_dim == 256 and encoder.grid_shape((64, 48)) == (4, 3)
+    torch.testing.assert_close(grid, x.flatten(2).transpose(1, 2))
+    assert not any(key.startswith("layer4") for key in encoder.state_dict())

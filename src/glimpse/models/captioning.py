@@ -56,25 +56,39 @@ class CaptionEncoder(nn.Module):
             convolution, no max-pool), for images of 32-64 px; ImageNet weights don't fit it.
         grid_size: average-pool the map to ``grid_size x grid_size`` (Xu et al. use 14x14);
             None keeps the trunk's map, ``H/32 x W/32`` (``H/8`` with ``small_images``).
+        stages: residual stages run, 4 (up to ``layer4``) or 3 (up to ``layer3``: a map twice
+            as fine, ``H/16 x W/16``, the 14x14 grid of Xu et al. at 224 px, with half the
+            channels and about a quarter less computation).
     """
 
     def __init__(
-        self, arch: str = "resnet50", small_images: bool = False, grid_size: int | None = None
+        self,
+        arch: str = "resnet50",
+        small_images: bool = False,
+        grid_size: int | None = None,
+        stages: int = 4,
     ) -> None:
         super().__init__()
+        if stages not in (3, 4):
+            raise ValueError(f"model.encoder.stages={stages} must be 3 or 4.")
         model = resnet(arch, small_images=small_images)
-        for name in TRUNK:
+        self.trunk_names = TRUNK[: len(TRUNK) - (4 - stages)]
+        for name in self.trunk_names:
             setattr(self, name, getattr(model, name))
         self.arch = arch
         self.small_images = small_images
         self.grid_size = grid_size
-        self.out_dim: int = model.fc.in_features
+        self.stages = stages
+        last_stage = getattr(model, self.trunk_names[-1])[-1]
+        self.out_dim: int = (
+            last_stage.bn3 if hasattr(last_stage, "bn3") else last_stage.bn2
+        ).num_features
         self.pool = nn.AdaptiveAvgPool2d(grid_size) if grid_size is not None else nn.Identity()
 
     def forward(self, images: Tensor) -> Tensor:
         """``images (B, 3, H, W) -> grid (B, N, D)``."""
         x = images
-        for name in TRUNK:
+        for name in self.trunk_names:
             x = getattr(self, name)(x)
         return self.pool(x).flatten(2).transpose(1, 2)
 
@@ -87,13 +101,15 @@ class CaptionEncoder(nn.Module):
         if self.grid_size is not None:
             return self.grid_size, self.grid_size
         sides = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        halvings = 3 if self.small_images else 5
+        halvings = (3 if self.small_images else 5) - (4 - self.stages)
         height, width = (math.ceil(side / 2**halvings) for side in sides)
         return height, width
 
     def load_imagenet_state(self, state: dict[str, Tensor]) -> None:
-        """Load a torchvision ResNet state dict (the ``fc.*`` classifier is dropped)."""
-        trunk = {key: value for key, value in state.items() if not key.startswith("fc.")}
+        """Load a torchvision ResNet state dict (the ``fc.*`` classifier, and ``layer4`` when
+        the encoder stops before it, are dropped)."""
+        dropped = ("fc.",) if self.stages == 4 else ("fc.", "layer4.")
+        trunk = {key: value for key, value in state.items() if not key.startswith(dropped)}
         own = self.state_dict()
         missing = sorted(set(own) - set(trunk))
         unexpected = sorted(set(trunk) - set(own))
