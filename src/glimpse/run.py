@@ -169,9 +169,7 @@ def classify_images(
 ) -> list[tuple[str, list[tuple[str, float]]]]:
     """Print and return the top-``k`` classes of each image file, decoded and resized and
     centre-cropped as the checkpoint's evaluation data was (the spec's size and normalisation)."""
-    for path in paths:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"Image {path} does not exist; pass image=/path/to/photo.jpg.")
+    _check_image_files(paths)
     spec = task.spec
     transform = eval_transform(spec.image_size, crop_ratio, spec.mean, spec.std)
     images = torch.stack([transform(open_rgb(path)) for path in paths])
@@ -183,9 +181,43 @@ def classify_images(
     return predictions
 
 
+def caption_images(
+    task: Any, paths: list[str], crop_ratio: float, beam_size: int | None, figure_dir: Path
+) -> list[tuple[str, str]]:
+    """Print and return a caption of each image file (decoded, resized and centre-cropped as the
+    checkpoint's evaluation data was) and, for attention models, save the figure of the
+    attention over the image for every word as ``figure_dir/<file stem>_attention.png``."""
+    from glimpse.callbacks.caption_figures import attention_figure, save_figure
+
+    _check_image_files(paths)
+    spec = task.spec
+    transform = eval_transform(spec.image_size, crop_ratio, spec.mean, spec.std)
+    plain_view = eval_transform(spec.image_size, crop_ratio, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    images = torch.stack([transform(open_rgb(path)) for path in paths])
+    results = []
+    for path, generated in zip(paths, task.caption(images, beam_size), strict=True):
+        text = " ".join(generated.words)
+        print(f"{path}: {text}", flush=True)
+        results.append((path, text))
+        if generated.attention is not None:
+            pixels = plain_view(open_rgb(path)).permute(1, 2, 0).numpy()
+            figure = attention_figure(pixels, generated.words, generated.attention)
+            target = figure_dir / f"{Path(path).stem}_attention.png"
+            save_figure(figure, target)
+            print(f"  attention figure: {target}", flush=True)
+    return results
+
+
+def _check_image_files(paths: list[str]) -> None:
+    for path in paths:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"Image {path} does not exist; pass image=/path/to/photo.jpg.")
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test a checkpoint on its data's test split and, for generative tasks, sample from it;
-    for classifiers given ``image=`` (one path or a list), classify those files instead.
+    for classifiers and captioners given ``image=`` (one path or a list), classify or caption
+    those files instead.
 
     Without ``data=`` on the command line the data config stored in the checkpoint is used.
     When that data is not on disk (and cannot be downloaded) the evaluation is skipped with a
@@ -198,12 +230,17 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     data_cfg = cfg.get("data") or OmegaConf.create((meta.get("config") or {}).get("data"))
     if cfg.get("image"):
-        if not hasattr(task, "classify"):
-            raise ValueError(f"{meta['task']} does not classify images; drop image=.")
         image = cfg.image
         paths = [str(image)] if isinstance(image, str) else [str(p) for p in image]
         crop_ratio = float((data_cfg or {}).get("crop_ratio", 0.875))
-        results["predictions"] = classify_images(task, paths, crop_ratio, cfg.num_classes_shown)
+        if hasattr(task, "caption"):
+            figure_dir = Path(cfg.paths.output_dir) / "figures"
+            beam_size = cfg.get("beam_size")
+            results["captions"] = caption_images(task, paths, crop_ratio, beam_size, figure_dir)
+        elif hasattr(task, "classify"):
+            results["predictions"] = classify_images(task, paths, crop_ratio, cfg.num_classes_shown)
+        else:
+            raise ValueError(f"{meta['task']} neither classifies nor captions images; drop image=.")
         return results
     if cfg.get("metrics", True) and data_cfg:
         datamodule = instantiate(data_cfg)

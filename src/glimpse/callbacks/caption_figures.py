@@ -96,6 +96,14 @@ def attention_figure(pixels: np.ndarray, words: Sequence[str], maps: Tensor) -> 
     return figure
 
 
+def save_figure(figure: Figure, path: Path) -> Path:
+    """Write ``figure`` as a PNG at ``path`` (creating its folder) and close it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
 class CaptionFigures(L.Callback):
     """After each validation pass (not the sanity check), caption ``num_images`` validation
     images (the first of the first pass, the same ones every time) with ``pl_module.caption``
@@ -213,8 +221,4 @@ class CaptionFigures(L.Callback):
         return self._pixels
 
     def _save(self, figure: Figure, name: str) -> Path:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / name
-        figure.savefig(path, dpi=100)
-        plt.close(figure)
-        return path
+        return save_figure(figure, self.folder / name)
