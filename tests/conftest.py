@@ -84,6 +84,31 @@ def tiny_image_overrides(tmp_path: Path, data: str = "shapes") -> list[str]:
     ]
 
 
+def tiny_caption_overrides(tmp_path: Path, model: str = "show_attend_tell") -> list[str]:
+    """A tiny captioner (``model``: show_tell or show_attend_tell) on 40 shapes scenes of 32 px
+    (30 train, 5 val, 5 test images, five captions each), trained from random weights."""
+    decoder = ["model.decoder.embed_dim=16", "model.decoder.hidden_size=32"]
+    if model == "show_attend_tell":
+        decoder.append("model.decoder.attention_dim=16")
+    return [
+        f"model={model}",
+        "data=shapes_captions",
+        "data.num_images=40",
+        "data.image_size=32",
+        "data.batch_size=8",
+        "data.num_workers=0",
+        "model.encoder.arch=resnet18",
+        "model.pretrained=null",
+        "model.fine_tune_encoder_from_epoch=0",
+        *decoder,
+        f"paths.log_dir={tmp_path / 'logs'}",
+        f"paths.data_dir={tmp_path / 'data'}",
+        "logger=csv",
+        "callbacks.progress_bar=null",
+        "callbacks.model_summary=null",
+    ]
+
+
 def short_run(steps: int, val_every: int | None = None) -> list[str]:
     """Overrides for ``steps`` optimizer steps with a one-batch validation every ``val_every``."""
     return [

@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 
 from glimpse.data.imagenette import IMAGENETTE_CLASSES
 from glimpse.data.spec import LABELLED_IMAGES, DataSpec
+from glimpse.run import train
 
 
 def test_rnn_vs_transformer_sweeps_all_four_models(corpus, tmp_path):
@@ -125,3 +126,21 @@ def test_shapes_vit_cpu_recipe_trains_when_shrunk(tmp_path):
     assert config["model"]["net"]["_target_"] == "glimpse.models.vit.vit_nano_conv"
     assert config["data"]["image_size"] == 48 and config["data"]["scale"] == [0.8, 1.0]
     assert (tmp_path / "data" / "shapes_48_0_n5_d2").is_dir()
+
+
+def test_shapes_captions_cpu_recipe_trains_show_attend_tell_when_shrunk(tmp_path):
+    overrides = [
+        "experiment=shapes_captions_cpu",
+        "data.num_images=24",
+        "data.batch_size=8",
+        "debug=fdr",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        f"paths.data_dir={tmp_path / 'data'}",
+        "logger=csv",
+    ]
+    cfg = compose_train(overrides, tmp_path / "run")
+    assert cfg.model.decoder._target_ == "glimpse.models.captioning.ShowAttendTell"
+    assert (cfg.model.encoder.arch, cfg.model.encoder.stages) == ("resnet18", 3)
+    assert cfg.model.pretrained is None and cfg.model.fine_tune_encoder_from_epoch == 0
+    assert 0.0 <= train(cfg) <= 1.0
+    assert (tmp_path / "data" / "shapes_captions_64_0_n24_s3").is_dir()

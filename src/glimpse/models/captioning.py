@@ -267,6 +267,7 @@ class ShowAttendTell(nn.Module):
         gate: use the gating scalar ``β_t`` (Xu et al. sec. 4.2.1).
         impl: ``"fused"`` steps torch.nn.LSTMCell, ``"scratch"`` the lecture's
             :class:`glimpse.models.recurrent.LSTMCell`.
+        cell: ``"lstm"``, the only choice; accepted so one config shape fits both decoders.
 
     Memory is ``(z (B, N, D), W_z z + b (B, N, A))``; state is ``(h, c)``, each ``(B, H)``.
     """
@@ -283,9 +284,15 @@ class ShowAttendTell(nn.Module):
         dropout: float = 0.5,
         gate: bool = True,
         impl: Literal["fused", "scratch"] = "fused",
+        cell: Literal["lstm"] = "lstm",
     ) -> None:
         super().__init__()
         _check_impl(impl)
+        if cell != "lstm":
+            raise ValueError(
+                f"model.decoder.cell={cell!r}: Show, Attend and Tell's decoder is an LSTM "
+                "(Xu et al. 2015); use cell=lstm, or model=show_tell for a GRU."
+            )
         self.impl = impl
         self.vocab_size = vocab_size
         self.init = _InitialState(feature_dim, hidden_size, with_cell=True)
