@@ -144,3 +144,20 @@ def test_shapes_captions_cpu_recipe_trains_show_attend_tell_when_shrunk(tmp_path
     assert cfg.model.pretrained is None and cfg.model.fine_tune_encoder_from_epoch == 0
     assert 0.0 <= train(cfg) <= 1.0
     assert (tmp_path / "data" / "shapes_captions_64_0_n24_s3").is_dir()
+
+
+@pytest.mark.parametrize(
+    ("experiment", "decoder", "stages"),
+    [("flickr8k_show_tell", "ShowTell", 4), ("flickr8k_show_attend_tell", "ShowAttendTell", 3)],
+)
+def test_flickr8k_recipes_cache_frozen_imagenet_features_on_one_gpu(
+    experiment, decoder, stages, tmp_path
+):
+    cfg = compose_train([f"experiment={experiment}"], tmp_path)
+    assert cfg.model.decoder._target_ == f"glimpse.models.captioning.{decoder}"
+    assert (cfg.model.encoder.arch, cfg.model.encoder.stages) == ("resnet101", stages)
+    assert cfg.model.pretrained == "torchvision" and cfg.model.fine_tune_encoder_from_epoch is None
+    assert cfg.data._target_ == "glimpse.data.flickr8k.Flickr8kDataModule"
+    assert cfg.data.cache_features and cfg.data.hflip == 0
+    assert (cfg.trainer.accelerator, cfg.trainer.precision) == ("gpu", "bf16-mixed")
+    assert cfg.optimized_metric == "val/bleu4" and cfg.task_name == experiment
