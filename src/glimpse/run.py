@@ -182,7 +182,7 @@ def classify_images(
 
 
 def caption_images(
-    task: Any, paths: list[str], crop_ratio: float, beam_size: int | None, figure_dir: Path
+    task: Any, paths: list[str], crop_ratio: float, figure_dir: Path
 ) -> list[tuple[str, str]]:
     """Print and return a caption of each image file (decoded, resized and centre-cropped as the
     checkpoint's evaluation data was) and, for attention models, save the figure of the
@@ -195,7 +195,7 @@ def caption_images(
     plain_view = eval_transform(spec.image_size, crop_ratio, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     images = torch.stack([transform(open_rgb(path)) for path in paths])
     results = []
-    for path, generated in zip(paths, task.caption(images, beam_size), strict=True):
+    for path, generated in zip(paths, task.caption(images), strict=True):
         text = " ".join(generated.words)
         print(f"{path}: {text}", flush=True)
         results.append((path, text))
@@ -227,6 +227,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     task, meta = load_task(cfg.ckpt_path)
     console.print(f"Loaded {meta['task']} from {cfg.ckpt_path} (code {meta['code_version']})")
     results: dict[str, Any] = {}
+    if hasattr(task, "set_decoding"):
+        task.set_decoding(cfg.get("beam_size"), cfg.get("length_penalty"))
 
     data_cfg = cfg.get("data") or OmegaConf.create((meta.get("config") or {}).get("data"))
     if cfg.get("image"):
@@ -235,8 +237,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         crop_ratio = float((data_cfg or {}).get("crop_ratio", 0.875))
         if hasattr(task, "caption"):
             figure_dir = Path(cfg.paths.output_dir) / "figures"
-            beam_size = cfg.get("beam_size")
-            results["captions"] = caption_images(task, paths, crop_ratio, beam_size, figure_dir)
+            results["captions"] = caption_images(task, paths, crop_ratio, figure_dir)
         elif hasattr(task, "classify"):
             results["predictions"] = classify_images(task, paths, crop_ratio, cfg.num_classes_shown)
         else:

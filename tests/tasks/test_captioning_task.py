@@ -298,3 +298,13 @@ def test_eval_captions_an_image_from_the_checkpoint_alone_and_reports_test_bleu(
     assert f"{image}: " in captioned.stdout
     (figure,) = tmp_path.glob("logs/eval/runs/*/figures/photo_attention.png")
     assert figure.stat().st_size > 0
+
+
+def test_set_decoding_changes_the_beam_and_penalty_and_refuses_an_empty_beam():
+    task = _captioner(decoding={"beam_size": 3, "length_penalty": 0.0})
+    task.set_decoding(beam_size=1)
+    assert task.hparams["decoding"] == {"beam_size": 1, "length_penalty": 0.0, "max_length": None}
+    task.set_decoding(length_penalty=0.7)
+    assert task.hparams["decoding"]["length_penalty"] == 0.7
+    with pytest.raises(ValueError, match="beam size must be at least 1"):
+        task.set_decoding(beam_size=0)

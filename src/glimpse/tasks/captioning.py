@@ -67,6 +67,11 @@ def _decoupled_groups(module: nn.Module, lr: float, weight_decay: float) -> list
     ]
 
 
+def _check_beam_size(beam_size: int) -> None:
+    if int(beam_size) < 1:
+        raise ValueError(f"The beam size must be at least 1 (1 decodes greedily), not {beam_size}.")
+
+
 class Captioner(GlimpseTask):
     """Caption images with a CNN encoder and a recurrent decoder from config.
 
@@ -149,8 +154,7 @@ class Captioner(GlimpseTask):
                 f"model.fine_tune_encoder_from_epoch={fine_tune_encoder_from_epoch} must be >= 0, "
                 "or null to keep the encoder frozen."
             )
-        if int(decoding["beam_size"]) < 1:
-            raise ValueError(f"model.decoding.beam_size={decoding['beam_size']} must be >= 1.")
+        _check_beam_size(decoding["beam_size"])
         self.tokenizer = WordTokenizer(self.spec.vocab)
         self.encoder = instantiate(self.hparams["encoder"])
         self.decoder = instantiate(
@@ -281,6 +285,16 @@ class Captioner(GlimpseTask):
             return greedy_decode(self.decoder, grid, start, end, max_length)
         penalty = float(settings["length_penalty"])
         return beam_search(self.decoder, grid, start, end, max_length, beam, penalty)
+
+    def set_decoding(
+        self, beam_size: int | None = None, length_penalty: float | None = None
+    ) -> None:
+        """Decode with another beam size or length penalty from now on (None keeps one)."""
+        if beam_size is not None:
+            _check_beam_size(beam_size)
+            self.hparams["decoding"]["beam_size"] = int(beam_size)
+        if length_penalty is not None:
+            self.hparams["decoding"]["length_penalty"] = float(length_penalty)
 
     def _decoded_text(self, decoded: Decoded) -> list[str]:
         return [self.tokenizer.decode(row) for row in decoded.tokens.tolist()]
