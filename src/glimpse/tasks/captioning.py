@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -25,6 +26,8 @@ from glimpse.models.captioning import doubly_stochastic_penalty
 from glimpse.models.pretrained import torchvision_state_dict
 from glimpse.tasks.base import GlimpseTask, plain
 from glimpse.tasks.optim import no_weight_decay_names, warmup_cosine
+
+log = logging.getLogger(__name__)
 
 #: Words decoded beyond the longest training caption before a caption is cut off.
 DECODE_MARGIN = 5
@@ -183,6 +186,15 @@ class Captioner(GlimpseTask):
         if not self.encoder_trainable:
             self.encoder.eval()
         return self
+
+    def on_fit_start(self) -> None:
+        if not self.encoder_trainable:
+            log.info(
+                "The encoder is frozen: its %d modules stay in eval mode (fixed BatchNorm "
+                "statistics), which is what Lightning's warning about modules in eval mode "
+                "refers to.",
+                sum(1 for _ in self.encoder.modules()),
+            )
 
     def on_train_epoch_start(self) -> None:
         start = self.hparams["fine_tune_encoder_from_epoch"]
