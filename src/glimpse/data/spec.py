@@ -62,6 +62,46 @@ class CaptionedImages(NamedTuple):
     names: tuple[str, ...]
 
 
+#: Images with labelled boxes around their objects, as :class:`DetectionBatch` batches.
+DETECTION = "detection"
+
+
+class DetectionTarget(NamedTuple):
+    """The objects of one image of a :data:`DETECTION` batch (``n`` may be 0).
+
+    Attributes:
+        boxes: ``(n, 4)`` float32 ``(cx, cy, w, h)``, each divided by the transformed image's
+            own (unpadded) width or height, so in [0, 1].
+        labels: ``(n,)`` int64 class indices into the spec's ``class_names``.
+    """
+
+    boxes: Tensor
+    labels: Tensor
+
+
+class DetectionBatch(NamedTuple):
+    """A batch of the :data:`DETECTION` kind: ``B`` images of different sizes, zero-padded at
+    the bottom and right to the largest height and width of the batch.
+
+    Attributes:
+        images: ``(B, 3, H, W)`` float32, normalised with the spec's ``mean`` and ``std``, then
+            padded with zeros.
+        mask: ``(B, H, W)`` bool, True on padding pixels (DETR's convention).
+        targets: per image, its :class:`DetectionTarget`.
+        image_ids: ``(B,)`` int64 the dataset's own image ids (COCO's ``image_id``).
+        sizes: ``(B, 2)`` int64 ``(h, w)`` of each transformed image before padding.
+        orig_sizes: ``(B, 2)`` int64 ``(h, w)`` of each image on disk, the pixel grid of its
+            annotations.
+    """
+
+    images: Tensor
+    mask: Tensor
+    targets: tuple[DetectionTarget, ...]
+    image_ids: Tensor
+    sizes: Tensor
+    orig_sizes: Tensor
+
+
 #: DataSpec fields that describe images; None for other kinds of data.
 IMAGE_FIELDS = ("class_names", "image_size", "mean", "std")
 
@@ -76,9 +116,10 @@ class DataSpec:
             captions, the :class:`~glimpse.data.word_tokenizer.WordTokenizer`'s words in id
             order (``<pad>``, ``<start>``, ``<end>``, ``<unk>`` first).
         metadata: provenance and batching facts worth keeping (corpus name, size, hash).
-        class_names: for labelled images, the human-readable name of each class, in label
-            order.
-        image_size: the side of the square images a model receives, in pixels.
+        class_names: for labelled images and detection, the human-readable name of each
+            class, in label order.
+        image_size: the side of the square images a model receives, in pixels; for
+            detection, the longest side an image may have after resizing.
         mean, std: the per-channel (RGB) normalisation applied to images in [0, 1].
 
     Checkpoints written before a field existed load with that field None.
