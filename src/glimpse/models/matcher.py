@@ -1,0 +1,79 @@
+"""The Hungarian matcher of DETR (Carion et al. 2020, sec. 3.1, eq. 1).
+
+Each image's ``n`` targets are matched one-to-one to ``n`` of the ``Q`` predictions by the
+permutation ``σ̂`` minimising ``Σ_i L_match(y_i, ŷ_σ(i))``, with the pairwise cost
+
+    ``L_match = -λ_cls p̂(c_i) + λ_L1 ‖b_i - b̂‖₁ - λ_giou GIoU(b_i, b̂)``.
+
+The cost matrices of the whole batch are computed at once on the device; the assignment is
+scipy's ``linear_sum_assignment`` per image, on the CPU.
+
+Targets are any objects with ``boxes (n, 4)`` (normalised cxcywh) and ``labels (n,)`` (int64
+class indices), such as :class:`glimpse.data.spec.DetectionTarget`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor, nn
+
+from glimpse.models.box_ops import cxcywh_to_xyxy, generalized_box_iou
+
+
+class Target(Protocol):
+    """One image's ground truth: ``boxes (n, 4)`` normalised cxcywh, ``labels (n,)`` int64."""
+
+    boxes: Tensor
+    labels: Tensor
+
+
+class HungarianMatcher(nn.Module):
+    """``(logits (B, Q, C+1), boxes (B, Q, 4), targets) -> [(pred_idx (k,), target_idx (k,))]``.
+
+    One pair of int64 CPU index tensors per image, ``k = min(Q, n)``, ``pred_idx`` ascending:
+    prediction ``pred_idx[j]`` is matched to target ``target_idx[j]``.
+
+    Args:
+        cost_class: ``λ_cls``, weight of the negated class probability.
+        cost_bbox: ``λ_L1``, weight of the L1 distance between normalised cxcywh boxes.
+        cost_giou: ``λ_giou``, weight of the negated GIoU.
+    """
+
+    def __init__(
+        self, cost_class: float = 1.0, cost_bbox: float = 5.0, cost_giou: float = 2.0
+    ) -> None:
+        super().__init__()
+        if cost_class == cost_bbox == cost_giou == 0:
+            raise ValueError("HungarianMatcher needs a nonzero cost weight; all three are 0.")
+        self.cost_class = cost_class
+        self.cost_bbox = cost_bbox
+        self.cost_giou = cost_giou
+
+    @torch.no_grad()
+    def forward(
+        self, logits: Tensor, boxes: Tensor, targets: Sequence[Target]
+    ) -> list[tuple[Tensor, Tensor]]:
+        batch, num_queries = logits.shape[:2]
+        prob = logits.flatten(0, 1).float().softmax(-1)
+        pred = boxes.flatten(0, 1).float()
+        labels = torch.cat([t.labels for t in targets]).to(logits.device)
+        target_boxes = torch.cat([t.boxes for t in targets]).to(pred)
+        giou = generalized_box_iou(cxcywh_to_xyxy(pred), cxcywh_to_xyxy(target_boxes))
+        cost = (
+            -self.cost_class * prob[:, labels]
+            + self.cost_bbox * torch.cdist(pred, target_boxes, p=1)
+            - self.cost_giou * giou
+        )
+        sizes = [len(t.labels) for t in targets]
+        blocks = cost.view(batch, num_queries, -1).cpu().split(sizes, dim=-1)
+        indices = []
+        for index, block in enumerate(blocks):
+            rows, cols = linear_sum_assignment(block[index].numpy())
+            indices.append(
+                (torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64))
+            )
+        return indices
