@@ -4,7 +4,6 @@ torch.nn.MultiheadAttention, ImageNet loading, frozen parts and gradients."""
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import pytest
 import torch
@@ -13,6 +12,7 @@ from torch import nn
 from torch.testing import assert_close
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from glimpse.data.spec import DetectionTarget
 from glimpse.models.detr import (
     Attention,
     Backbone,
@@ -26,11 +26,6 @@ from glimpse.models.detr_loss import SetCriterion
 from glimpse.models.matcher import HungarianMatcher
 
 NUM_CLASSES = 5
-
-
-class Target(NamedTuple):
-    boxes: torch.Tensor
-    labels: torch.Tensor
 
 
 def _padded_batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -252,8 +247,10 @@ def test_gradients_reach_every_trainable_parameter():
     before = {k: v.clone() for k, v in model.backbone.state_dict().items() if "bn" in k}
     images, mask = _padded_batch()
     targets = [
-        Target(torch.tensor([[0.5, 0.5, 0.4, 0.3], [0.2, 0.3, 0.1, 0.2]]), torch.tensor([1, 4])),
-        Target(torch.tensor([[0.4, 0.6, 0.3, 0.3]]), torch.tensor([0])),
+        DetectionTarget(
+            torch.tensor([[0.5, 0.5, 0.4, 0.3], [0.2, 0.3, 0.1, 0.2]]), torch.tensor([1, 4])
+        ),
+        DetectionTarget(torch.tensor([[0.4, 0.6, 0.3, 0.3]]), torch.tensor([0])),
     ]
     criterion = SetCriterion(NUM_CLASSES, HungarianMatcher())
     criterion(model(images, mask), targets)["loss"].backward()

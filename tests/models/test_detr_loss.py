@@ -3,14 +3,13 @@ weight, auxiliary layers, box-count normalisation and absolute boxes."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import pytest
 import torch
 import torch.distributed as dist
 from torch.testing import assert_close
 from torchvision import ops
 
+from glimpse.data.spec import DetectionTarget
 from glimpse.models.detr import DETROutput
 from glimpse.models.detr_loss import SetCriterion, cardinality_error, postprocess
 from glimpse.models.matcher import HungarianMatcher
@@ -18,18 +17,15 @@ from glimpse.models.matcher import HungarianMatcher
 C, Q = 3, 6
 
 
-class Target(NamedTuple):
-    boxes: torch.Tensor
-    labels: torch.Tensor
-
-
-def _targets(seed: int = 0, counts: tuple[int, ...] = (2, 0, 3)) -> list[Target]:
+def _targets(seed: int = 0, counts: tuple[int, ...] = (2, 0, 3)) -> list[DetectionTarget]:
     gen = torch.Generator().manual_seed(seed)
     out = []
     for n in counts:
         centre = torch.rand(n, 2, generator=gen) * 0.6 + 0.2
         size = torch.rand(n, 2, generator=gen) * 0.3 + 0.05
-        out.append(Target(torch.cat([centre, size], -1), torch.randint(0, C, (n,), generator=gen)))
+        out.append(
+            DetectionTarget(torch.cat([centre, size], -1), torch.randint(0, C, (n,), generator=gen))
+        )
     return out
 
 
@@ -44,7 +40,7 @@ def _criterion(eos_coef: float = 0.1) -> SetCriterion:
     return SetCriterion(C, HungarianMatcher(), eos_coef=eos_coef)
 
 
-def _perfect(targets: list[Target], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def _perfect(targets: list[DetectionTarget], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits 20 above the rest on the target class at queries Q-1, Q-2, ... and on no-object
     elsewhere; boxes equal to the targets there and random elsewhere."""
     logits, boxes = _random_layer(len(targets), seed)

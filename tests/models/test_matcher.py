@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import itertools
-from typing import NamedTuple
 
 import pytest
 import torch
 from torchvision import ops
 
+from glimpse.data.spec import DetectionTarget
 from glimpse.models.matcher import HungarianMatcher
 
 C = 4
-
-
-class Target(NamedTuple):
-    boxes: torch.Tensor
-    labels: torch.Tensor
 
 
 def _random_boxes(n: int, gen: torch.Generator) -> torch.Tensor:
@@ -30,7 +25,8 @@ def _case(seed: int, num_queries: int, counts: list[int]):
     logits = torch.randn(len(counts), num_queries, C + 1, generator=gen) * 2
     boxes = _random_boxes(len(counts) * num_queries, gen).view(len(counts), num_queries, 4)
     targets = [
-        Target(_random_boxes(n, gen), torch.randint(0, C, (n,), generator=gen)) for n in counts
+        DetectionTarget(_random_boxes(n, gen), torch.randint(0, C, (n,), generator=gen))
+        for n in counts
     ]
     return logits, boxes, targets
 
@@ -99,7 +95,7 @@ def test_matcher_with_no_targets_in_the_batch():
 def test_matcher_cost_weights_decide_between_class_and_box():
     """Query 0 has the right box but a low class probability, query 1 the right class but a
     distant box: the box cost picks query 0, the class cost picks query 1."""
-    target = Target(torch.tensor([[0.3, 0.3, 0.2, 0.2]]), torch.tensor([2]))
+    target = DetectionTarget(torch.tensor([[0.3, 0.3, 0.2, 0.2]]), torch.tensor([2]))
     logits = torch.zeros(1, 2, C + 1)
     logits[0, 1, 2] = 5.0
     boxes = torch.tensor([[[0.3, 0.3, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2]]])

@@ -10,8 +10,8 @@ whose weight is ``eos_coef`` = 0.1 to balance the classes), and ``N`` is the num
 boxes in the batch, summed over all processes under DDP and at least 1. The same loss is
 applied to every decoder layer's predictions (auxiliary losses, sec. 3.2) and summed.
 
-Targets are any objects with ``boxes (n, 4)`` (normalised cxcywh) and ``labels (n,)`` (int64
-class indices), such as :class:`glimpse.data.spec.DetectionTarget`.
+Targets are :class:`glimpse.data.spec.DetectionTarget`: ``boxes (n, 4)`` normalised cxcywh and
+``labels (n,)`` int64 class indices.
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import generalized_box_iou_loss
 
+from glimpse.data.spec import DetectionTarget
 from glimpse.models.box_ops import cxcywh_to_xyxy
 from glimpse.models.detr import DETROutput
-from glimpse.models.matcher import HungarianMatcher, Target
+from glimpse.models.matcher import HungarianMatcher
 
 
-def num_boxes_in_batch(targets: Sequence[Target], device: torch.device) -> Tensor:
+def num_boxes_in_batch(targets: Sequence[DetectionTarget], device: torch.device) -> Tensor:
     """``N``: the boxes of ``targets``, averaged over the processes when torch.distributed is
     initialised (each process then divides its sum by the global mean), clamped at 1."""
     count = torch.tensor(float(sum(len(t.labels) for t in targets)), device=device)
@@ -74,7 +75,7 @@ class SetCriterion(nn.Module):
         self.register_buffer("class_weight", class_weight, persistent=False)
 
     def layer_losses(
-        self, logits: Tensor, boxes: Tensor, targets: Sequence[Target], num_boxes: Tensor
+        self, logits: Tensor, boxes: Tensor, targets: Sequence[DetectionTarget], num_boxes: Tensor
     ) -> dict[str, Tensor]:
         """``loss_ce``, ``loss_bbox`` and ``loss_giou`` of one layer's ``logits (B, Q, C+1)``
         and ``boxes (B, Q, 4)``."""
@@ -114,7 +115,7 @@ class SetCriterion(nn.Module):
             + self.weight_giou * layer["loss_giou"]
         )
 
-    def forward(self, output: DETROutput, targets: Sequence[Target]) -> dict[str, Tensor]:
+    def forward(self, output: DETROutput, targets: Sequence[DetectionTarget]) -> dict[str, Tensor]:
         num_boxes = num_boxes_in_batch(targets, output.logits.device)
         losses = self.layer_losses(output.logits, output.boxes, targets, num_boxes)
         total = self.weighted(losses)
@@ -128,7 +129,7 @@ class SetCriterion(nn.Module):
 
 
 @torch.no_grad()
-def cardinality_error(logits: Tensor, targets: Sequence[Target]) -> Tensor:
+def cardinality_error(logits: Tensor, targets: Sequence[DetectionTarget]) -> Tensor:
     """Mean over images of ``|#{queries whose best class is not ∅} - n|``: ``logits
     (B, Q, C+1)`` -> scalar float. A diagnostic, not a loss."""
     predicted = (logits.argmax(-1) != logits.shape[-1] - 1).sum(1).float()

@@ -8,27 +8,20 @@ permutation ``σ̂`` minimising ``Σ_i L_match(y_i, ŷ_σ(i))``, with the pairwi
 The cost matrices of the whole batch are computed at once on the device; the assignment is
 scipy's ``linear_sum_assignment`` per image, on the CPU.
 
-Targets are any objects with ``boxes (n, 4)`` (normalised cxcywh) and ``labels (n,)`` (int64
-class indices), such as :class:`glimpse.data.spec.DetectionTarget`.
+Targets are :class:`glimpse.data.spec.DetectionTarget`: ``boxes (n, 4)`` normalised cxcywh and
+``labels (n,)`` int64 class indices.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
 
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
+from glimpse.data.spec import DetectionTarget
 from glimpse.models.box_ops import cxcywh_to_xyxy, generalized_box_iou
-
-
-class Target(Protocol):
-    """One image's ground truth: ``boxes (n, 4)`` normalised cxcywh, ``labels (n,)`` int64."""
-
-    boxes: Tensor
-    labels: Tensor
 
 
 class HungarianMatcher(nn.Module):
@@ -55,7 +48,7 @@ class HungarianMatcher(nn.Module):
 
     @torch.no_grad()
     def forward(
-        self, logits: Tensor, boxes: Tensor, targets: Sequence[Target]
+        self, logits: Tensor, boxes: Tensor, targets: Sequence[DetectionTarget]
     ) -> list[tuple[Tensor, Tensor]]:
         batch, num_queries = logits.shape[:2]
         prob = logits.flatten(0, 1).float().softmax(-1)
