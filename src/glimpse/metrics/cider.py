@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
-from torchmetrics import Metric
+
+from glimpse.metrics.object_lists import ObjectListMetric
 
 NGram = tuple[str, ...]
 
@@ -118,27 +118,23 @@ def cider_d(
     return sum(scores) / len(scores), scores
 
 
-class CIDErD(Metric):
+class CIDErD(ObjectListMetric):
     """Corpus CIDEr-D (:func:`cider_d`) over every ``update`` since the last ``reset``.
 
     The state is two Python lists (candidate strings and reference tuples). Under
     ``torch.distributed``, :meth:`compute` gathers them from every rank with
-    ``all_gather_object`` (rank order), so each rank scores the whole corpus; a sampler that
-    pads the last batch with repeated images counts those images twice (in the mean and in the
-    document frequencies).
+    ``all_gather_object`` (rank order, :class:`~glimpse.metrics.object_lists.ObjectListMetric`),
+    so each rank scores the whole corpus; a sampler that pads the last batch with repeated
+    images counts those images twice (in the mean and in the document frequencies).
     """
 
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
+    OBJECT_STATES = ("candidates", "references")
 
     candidates: list[str]
     references: list[tuple[str, ...]]
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.add_state("candidates", default=[], dist_reduce_fx=None)
-        self.add_state("references", default=[], dist_reduce_fx=None)
 
     def update(self, candidates: Sequence[str], references: Sequence[Sequence[str]]) -> None:
         """Add generated sentences and, per sentence, its reference sentences."""
@@ -154,18 +150,3 @@ class CIDErD(Metric):
         """The corpus score, a scalar tensor."""
         score, _ = cider_d(self.candidates, self.references)
         return torch.tensor(score, dtype=self.dtype, device=self.device)
-
-    def _sync_dist(
-        self, dist_sync_fn: Callable | None = None, process_group: dist.ProcessGroup | None = None
-    ) -> None:
-        """Concatenate every rank's lists in rank order (strings cannot go through the tensor
-        gather the base class uses)."""
-        group = process_group or self.process_group
-        for name in ("candidates", "references"):
-            gathered: list[list] = [[] for _ in range(dist.get_world_size(group))]
-            dist.all_gather_object(gathered, getattr(self, name), group=group)
-            setattr(self, name, [item for part in gathered for item in part])
-
-    def _apply(self, fn: Callable, exclude_state: Sequence[str] = ()) -> Metric:
-        """Move or cast the module without touching the string states."""
-        return super()._apply(fn, exclude_state=("candidates", "references", *exclude_state))
