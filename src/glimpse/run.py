@@ -187,7 +187,8 @@ def caption_images(
     """Print and return a caption of each image file (decoded, resized and centre-cropped as the
     checkpoint's evaluation data was) and, for attention models, save the figure of the
     attention over the image for every word as ``figure_dir/<file stem>_attention.png``."""
-    from glimpse.callbacks.caption_figures import attention_figure, save_figure
+    from glimpse.callbacks.caption_figures import attention_figure
+    from glimpse.callbacks.figures import save_figure
 
     _check_image_files(paths)
     spec = task.spec

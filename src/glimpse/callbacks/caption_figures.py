@@ -15,18 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import matplotlib
 import numpy as np
 import torch
-from lightning.pytorch.loggers import WandbLogger
+from matplotlib import pyplot as plt
+from matplotlib.figure import Figure
 from torch import Tensor
 from torch.nn import functional as F
 
 from glimpse.callbacks.classification_figures import unnormalise
-
-matplotlib.use("Agg")
-from matplotlib import pyplot as plt  # noqa: E402  (after choosing the file-only backend)
-from matplotlib.figure import Figure  # noqa: E402
+from glimpse.callbacks.figures import FigureCallback, wandb_loggers
 
 #: Reference captions written under each image of the caption grid.
 REFERENCES_SHOWN = 2
@@ -96,15 +93,7 @@ def attention_figure(pixels: np.ndarray, words: Sequence[str], maps: Tensor) -> 
     return figure
 
 
-def save_figure(figure: Figure, path: Path) -> Path:
-    """Write ``figure`` as a PNG at ``path`` (creating its folder) and close it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
-
-
-class CaptionFigures(L.Callback):
+class CaptionFigures(FigureCallback):
     """After each validation pass (not the sanity check), caption ``num_images`` validation
     images (the first of the first pass, the same ones every time) with ``pl_module.caption``
     and draw them with their references, plus one attention picture per image when the decoder
@@ -122,15 +111,7 @@ class CaptionFigures(L.Callback):
     """
 
     def __init__(self, output_dir: str, num_images: int = 4, every_n_validations: int = 1) -> None:
-        if num_images < 1 or every_n_validations < 1:
-            raise ValueError(
-                f"figures.num_images={num_images} and figures.every_n_validations="
-                f"{every_n_validations} must be at least 1."
-            )
-        self.folder = Path(output_dir) / "figures"
-        self.num_images = num_images
-        self.every_n_validations = every_n_validations
-        self.validations = 0
+        super().__init__(output_dir, num_images, every_n_validations)
         #: Per kept image: the model input ``(3, H, W)`` or ``(N, D)`` on the CPU.
         self.inputs: list[Tensor] = []
         self.names: list[str] = []
@@ -162,21 +143,16 @@ class CaptionFigures(L.Callback):
             self.references.append(tuple(batch.references[position]))
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        self.validations += 1
-        if (self.validations - 1) % self.every_n_validations:
-            return
-        if not trainer.is_global_zero or not self.inputs:
+        if not self.count_validation(trainer) or not trainer.is_global_zero or not self.inputs:
             return
         step = trainer.global_step
         captions = pl_module.caption(torch.stack(self.inputs))
         pixels = self._display_pixels(trainer, pl_module)
         generated = [" ".join(caption.words) for caption in captions]
         figure = caption_grid_figure(pixels, generated, self.references)
-        self._save(figure, f"captions_step{step:07d}.png")
+        self.save(figure, f"captions_step{step:07d}.png")
         attention_paths = [
-            self._save(
+            self.save(
                 attention_figure(pixels[index], caption.words, caption.attention),
                 f"attention_step{step:07d}_{index}.png",
             )
@@ -194,7 +170,7 @@ class CaptionFigures(L.Callback):
         step: int,
     ) -> None:
         """The ``val/captions`` Table and the ``val/attention`` images, to every WandbLogger."""
-        loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+        loggers = wandb_loggers(trainer)
         if not loggers:
             return
         import wandb
@@ -219,6 +195,3 @@ class CaptionFigures(L.Callback):
                 shown = [trainer.datamodule.display_image("val", name) for name in self.names]
                 self._pixels = torch.stack(shown).permute(0, 2, 3, 1).float().numpy()
         return self._pixels
-
-    def _save(self, figure: Figure, name: str) -> Path:
-        return save_figure(figure, self.folder / name)

@@ -8,19 +8,16 @@ in every WandbLogger (``val/confusion_matrix``, ``val/attention_rollout``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import lightning as L
-import matplotlib
 import numpy as np
 import torch
-from lightning.pytorch.loggers import WandbLogger
+from matplotlib import pyplot as plt
 from torch import Tensor
 from torch.nn import functional as F
 
-matplotlib.use("Agg")
-from matplotlib import pyplot as plt  # noqa: E402  (after choosing the file-only backend)
+from glimpse.callbacks.figures import FigureCallback, wandb_loggers
 
 #: Above this many classes the confusion matrix has no per-cell counts or tick labels.
 MAX_ANNOTATED_CLASSES = 20
@@ -89,7 +86,7 @@ def rollout_figure(pixels: np.ndarray, maps: Tensor, titles: Sequence[str], colu
     return figure
 
 
-class ClassificationFigures(L.Callback):
+class ClassificationFigures(FigureCallback):
     """After each validation pass (not the sanity check), draw the pass's confusion matrix
     (the task's ``val_confusion`` metric, summed over ranks) and, when the network has
     ``class_token_rollout`` (ViT, DeiT), attention rollout over ``num_images`` validation
@@ -102,15 +99,7 @@ class ClassificationFigures(L.Callback):
     """
 
     def __init__(self, output_dir: str, num_images: int = 8, every_n_validations: int = 1) -> None:
-        if num_images < 1 or every_n_validations < 1:
-            raise ValueError(
-                f"figures.num_images={num_images} and figures.every_n_validations="
-                f"{every_n_validations} must be at least 1."
-            )
-        self.folder = Path(output_dir) / "figures"
-        self.num_images = num_images
-        self.every_n_validations = every_n_validations
-        self.validations = 0
+        super().__init__(output_dir, num_images, every_n_validations)
         #: The rollout images ``(n, 3, H, W)`` and labels ``(n,)``, fixed after the first pass.
         self.samples: tuple[Tensor, Tensor] | None = None
         #: First image of each class seen: label -> (batch index, position, image).
@@ -155,8 +144,7 @@ class ClassificationFigures(L.Callback):
         if trainer.sanity_checking:
             return
         self._freeze_samples()
-        self.validations += 1
-        if (self.validations - 1) % self.every_n_validations:
+        if not self.count_validation(trainer):
             return
         matrix = pl_module.val_confusion.compute()  # every rank takes part in the sum
         if not trainer.is_global_zero:
@@ -186,10 +174,6 @@ class ClassificationFigures(L.Callback):
         return rollout_figure(unnormalise(images, spec.mean, spec.std), maps, titles)
 
     def _publish(self, trainer: L.Trainer, figure, name: str, step: int) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"{name}_step{step:07d}.png"
-        figure.savefig(path, dpi=100)
-        plt.close(figure)
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image(key=f"val/{name}", images=[str(path)], step=step)
+        path = self.save(figure, f"{name}_step{step:07d}.png")
+        for logger in wandb_loggers(trainer):
+            logger.log_image(key=f"val/{name}", images=[str(path)], step=step)
