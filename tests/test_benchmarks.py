@@ -77,3 +77,63 @@ def test_charlm_benchmark_writes_its_case(tmp_path):
     results = json.loads(output.read_text())
     assert "transformer" in json.dumps(results)
     assert "lightning" in results["machine"]
+
+
+def test_captioning_benchmark_writes_training_and_decoding_results(tmp_path):
+    output = tmp_path / "captioning.json"
+    result = run_script(
+        "benchmarks/captioning.py",
+        "--arch",
+        "resnet18",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "4",
+        "--num-workers",
+        "0",
+        "--rounds",
+        "1",
+        "--warmup",
+        "1",
+        "--steps",
+        "1",
+        "--embed-dim",
+        "16",
+        "--hidden-size",
+        "16",
+        "--attention-dim",
+        "16",
+        "--decoders",
+        "show_attend_tell",
+        "show_tell",
+        "--beams",
+        "1",
+        "3",
+        "--decode-batch",
+        "2",
+        "--grid-positions",
+        "4",
+        "--feature-dim",
+        "8",
+        "--vocab-size",
+        "20",
+        "--max-length",
+        "3",
+        "--decode-rounds",
+        "1",
+        "--threads",
+        "1",
+        "--output",
+        str(output),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(output.read_text())
+    training = results["training"]
+    assert training["uncached"]["steps_per_s"] > 0 and training["cached"]["steps_per_s"] > 0
+    assert training["extraction"]["images"] == training["config"]["train_images"]
+    for decoder in ("show_attend_tell", "show_tell"):
+        for search in ("greedy", "beam3"):
+            entry = results["decoding"][decoder][search]
+            assert entry["batched"]["captions_per_s"] > 0 and entry["ratio"] > 0
+    assert results["machine"]["torch_threads"] == 1
