@@ -123,3 +123,13 @@ def test_best_checkpoint_and_optuna_follow_the_optimized_metric_and_mode(tmp_pat
                 return_hydra_config=True,
             )
             assert cfg.hydra.sweeper.direction == direction
+
+
+def test_a_method_sets_its_gradient_clipping_and_the_command_line_still_wins(tmp_path):
+    assert compose_train([], tmp_path).trainer.gradient_clip_val == 1.0
+    for model, clip in (("show_tell", 5.0), ("show_attend_tell", 5.0), ("detr", 0.1)):
+        assert compose_train([f"model={model}"], tmp_path).trainer.gradient_clip_val == clip
+        gpu = compose_train([f"model={model}", "trainer=gpu"], tmp_path).trainer
+        assert gpu.gradient_clip_val == clip and gpu.precision == "bf16-mixed"
+    chosen = compose_train(["model=detr", "trainer.gradient_clip_val=0.5"], tmp_path)
+    assert chosen.trainer.gradient_clip_val == 0.5

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -209,6 +210,40 @@ def caption_images(
     return results
 
 
+def detect_images(task: Any, paths: list[str], figure_dir: Path) -> list[tuple[str, list]]:
+    """Print and return each image file's detections (resized as the checkpoint's evaluation
+    data was, boxes in the file's own pixels) and save a picture of them as
+    ``figure_dir/<file stem>_detections.png``."""
+    from glimpse.callbacks.detection_figures import detection_figure
+    from glimpse.callbacks.figures import save_figure
+    from glimpse.data.detection_transforms import eval_transform as detection_eval_transform
+
+    _check_image_files(paths)
+    spec = task.spec
+    transform = detection_eval_transform(
+        spec.metadata["eval_scale"], spec.metadata["max_size"], spec.mean, spec.std
+    )
+    results = []
+    for path in paths:
+        image = open_rgb(path)
+        pixels = transform(image)
+        mask = torch.zeros(1, *pixels.shape[1:], dtype=torch.bool)
+        size = torch.tensor([[image.height, image.width]])
+        found = task.detect(pixels[None], mask, size)[0]
+        print(f"{path}: {len(found['names'])} detections", flush=True)
+        listed = []
+        for name, score, box in zip(found["names"], found["scores"], found["boxes"], strict=True):
+            corners = [round(v, 1) for v in box.tolist()]
+            print(f"  {score:6.1%}  {name}  {corners}", flush=True)
+            listed.append((name, float(score), corners))
+        picture = np.asarray(image, dtype=np.float32) / 255.0
+        figure = detection_figure(picture, found["boxes"], found["names"], found["scores"], path)
+        target = save_figure(figure, figure_dir / f"{Path(path).stem}_detections.png")
+        print(f"  figure: {target}", flush=True)
+        results.append((path, listed))
+    return results
+
+
 def _check_image_files(paths: list[str]) -> None:
     for path in paths:
         if not Path(path).is_file():
@@ -236,13 +271,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         image = cfg.image
         paths = [str(image)] if isinstance(image, str) else [str(p) for p in image]
         crop_ratio = float((data_cfg or {}).get("crop_ratio", 0.875))
+        figure_dir = Path(cfg.paths.output_dir) / "figures"
         if hasattr(task, "caption"):
-            figure_dir = Path(cfg.paths.output_dir) / "figures"
             results["captions"] = caption_images(task, paths, crop_ratio, figure_dir)
+        elif hasattr(task, "detect"):
+            results["detections"] = detect_images(task, paths, figure_dir)
         elif hasattr(task, "classify"):
             results["predictions"] = classify_images(task, paths, crop_ratio, cfg.num_classes_shown)
         else:
-            raise ValueError(f"{meta['task']} neither classifies nor captions images; drop image=.")
+            raise ValueError(f"{meta['task']} does not work on image files; drop image=.")
         return results
     if cfg.get("metrics", True) and data_cfg:
         datamodule = instantiate(data_cfg)

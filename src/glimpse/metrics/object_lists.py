@@ -26,6 +26,10 @@ class ObjectListMetric(Metric):
         for name in self.OBJECT_STATES:
             self.add_state(name, default=[], dist_reduce_fx=None)
 
+    def __hash__(self) -> int:
+        """Identity: torchmetrics hashes the state values, which dicts are not."""
+        return object.__hash__(self)
+
     def _sync_dist(
         self, dist_sync_fn: Callable | None = None, process_group: dist.ProcessGroup | None = None
     ) -> None:
