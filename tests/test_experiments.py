@@ -161,3 +161,40 @@ def test_flickr8k_recipes_cache_frozen_imagenet_features_on_one_gpu(
     assert cfg.data.cache_features and cfg.data.hflip == 0
     assert (cfg.trainer.accelerator, cfg.trainer.precision) == ("gpu", "bf16-mixed")
     assert cfg.optimized_metric == "val/bleu4" and cfg.task_name == experiment
+
+
+def test_detr_recipes_compose_for_coco_fine_tuning_and_the_cpu(tmp_path):
+    coco = compose_train(["experiment=coco_detr_r50"], tmp_path)
+    assert coco.model.net._target_ == "glimpse.models.detr.detr_r50"
+    assert coco.model.pretrained == "torchvision" and coco.trainer.gradient_clip_val == 0.1
+    assert (coco.trainer.accelerator, coco.trainer.precision) == ("gpu", "bf16-mixed")
+    assert coco.data._target_ == "glimpse.data.coco.CocoDetectionDataModule"
+    paths = [
+        "data.root=/data/mine",
+        "data.train_images=images/train",
+        "data.train_annotations=train.json",
+        "data.val_images=images/val",
+        "data.val_annotations=val.json",
+    ]
+    tune = compose_train(
+        ["experiment=detr_finetune", "model.init_from=detr.ckpt", *paths], tmp_path
+    )
+    assert tune.model.init_from == "detr.ckpt" and tune.model.pretrained is None
+    assert tune.data.root == "/data/mine"
+    cpu = compose_train(["experiment=shapes_detr_cpu"], tmp_path)
+    assert cpu.model.net._target_ == "glimpse.models.detr.detr_small"
+    assert cpu.data._target_ == "glimpse.data.shapes_detection.ShapesDetectionDataModule"
+
+
+def test_shapes_detr_cpu_recipe_trains_when_shrunk(tmp_path):
+    overrides = [
+        "experiment=shapes_detr_cpu",
+        "data.num_images=20",
+        "data.batch_size=4",
+        "data.image_size=64",
+        "debug=fdr",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        f"paths.data_dir={tmp_path / 'data'}",
+        "logger=csv",
+    ]
+    assert 0.0 <= train(compose_train(overrides, tmp_path / "run")) <= 1.0
