@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 from conftest import compose_train, run_script, short_run
 from torchmetrics.detection import MeanAveragePrecision
+from torchvision.models import ResNet18_Weights, get_model
 
 from glimpse.compat import IncompatibleConfigError
 from glimpse.data.coco import load_coco
@@ -220,3 +222,20 @@ def test_eval_draws_detections_on_an_image_and_reports_test_map(tmp_path):
     assert drawn.returncode == 0, drawn.stderr[-3000:]
     assert f"{street}: " in drawn.stdout and "detections" in drawn.stdout
     assert list(tmp_path.glob(f"logs/eval/runs/*/figures/{street.stem}_detections.png"))
+
+
+def test_imagenet_weights_reach_the_backbone_when_fitting_starts(tmp_path, monkeypatch):
+    """torchvision's IMAGENET1K_V1 ResNet weights (DETR's), read from its cache."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    torch.manual_seed(0)
+    state = get_model("resnet18", weights=None).state_dict()
+    state["layer4.1.bn2.running_var"].uniform_(0.5, 2.0)
+    folder = tmp_path / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    torch.save(state, folder / Path(ResNet18_Weights.IMAGENET1K_V1.url).name)
+    task = _detector(pretrained="torchvision")
+    task.setup("fit")
+    torch.testing.assert_close(task.net.backbone.conv1.weight, state["conv1.weight"])
+    torch.testing.assert_close(
+        task.net.backbone.layer4[1].bn2.running_var, state["layer4.1.bn2.running_var"]
+    )
