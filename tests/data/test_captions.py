@@ -542,3 +542,37 @@ def test_real_coco_mini():
     batch = next(iter(data.val_dataloader()))
     assert batch.images.shape == (2, 3, SIZE, SIZE)
     assert all(len(refs) >= 5 for refs in batch.references)
+
+
+def test_coco_captions_download_what_root_lacks_from_coco_addresses(server, tmp_path):
+    release = write_coco(tmp_path / "release")
+    (release / "annotations" / "instances_train2017.json").write_text("{}")
+    (release / "annotations" / "instances_val2017.json").write_text("{}")
+
+    def packed(top: str) -> bytes:
+        files = sorted(p for p in (release / top).rglob("*") if p.is_file())
+        return zip_bytes({p.relative_to(release).as_posix(): p.read_bytes() for p in files})
+
+    bodies = {
+        "train2017.zip": ("zips/train2017.zip", packed("train2017")),
+        "annotations_trainval2017.zip": (
+            "annotations/annotations_trainval2017.zip",
+            packed("annotations"),
+        ),
+    }
+    for address, body in bodies.values():
+        server.routes[f"/coco/{address}"] = (200, body, None)
+    root = tmp_path / "coco"
+    (root / "val2017").mkdir(parents=True)
+    for path in (release / "val2017").iterdir():
+        (root / "val2017" / path.name).write_bytes(path.read_bytes())
+    sums = {name: md5(body) for name, (_, body) in bodies.items()}
+    data = coco(root, download=True, base_url=server.url("/coco/"), md5=sums)
+    data.prepare_data()
+    assert sorted(server.requests) == [
+        "/coco/annotations/annotations_trainval2017.zip",
+        "/coco/zips/train2017.zip",
+    ]
+    data.setup()
+    assert data.spec.metadata["splits"]["train"]["images"] == 3
+    assert not list(root.glob("*.zip"))

@@ -341,7 +341,8 @@ def archives(tmp_path_factory) -> dict[str, bytes]:
             ("annotations_trainval2017.zip", "annotations"),
         )
     }
-    members["annotations_trainval2017.zip"]["annotations/captions_val2017.json"] = b"{}"
+    for split in ("train", "val"):
+        members["annotations_trainval2017.zip"][f"annotations/captions_{split}2017.json"] = b"{}"
     return {name: _zip(files) for name, files in members.items()}
 
 

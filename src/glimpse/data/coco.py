@@ -88,7 +88,12 @@ ARCHIVES: dict[str, tuple[str, tuple[str, ...]]] = {
     "val2017.zip": ("zips/val2017.zip", ("val2017",)),
     "annotations_trainval2017.zip": (
         "annotations/annotations_trainval2017.zip",
-        ("annotations/instances_train2017.json", "annotations/instances_val2017.json"),
+        (
+            "annotations/instances_train2017.json",
+            "annotations/instances_val2017.json",
+            "annotations/captions_train2017.json",
+            "annotations/captions_val2017.json",
+        ),
     ),
 }
 #: The archives' md5s as PaddleDetection publishes them (``ppdet/utils/download.py``,
@@ -365,6 +370,38 @@ def extract_into(archive: Path, root: Path) -> None:
         shutil.rmtree(temporary, ignore_errors=True)
 
 
+def fetch_coco2017(
+    root: Path,
+    wanted: Sequence[str],
+    base_url: str = BASE_URL,
+    md5: Mapping[str, str] = PUBLISHED_MD5,
+) -> None:
+    """Download, verify and extract into ``root`` the COCO 2017 archives (:data:`ARCHIVES`)
+    providing the paths of ``wanted`` (relative to ``root``) that ``root`` lacks; each archive
+    is deleted once extracted. A lacking path no archive provides is a FileNotFoundError."""
+    lacking = sorted(p for p in wanted if not (root / p).exists())
+    provider = {p: name for name, (_, provides) in ARCHIVES.items() for p in provides}
+    unknown = [p for p in lacking if p not in provider]
+    if unknown:
+        raise FileNotFoundError(
+            f"{root / unknown[0]} does not exist and no COCO 2017 archive provides it; "
+            "data.download only fetches train2017/, val2017/ and annotations/."
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    for name in sorted({provider[p] for p in lacking}):
+        address, provides = ARCHIVES[name]
+        archive = root / name
+        remove_stale_extractions(root, name)
+        log.info("Downloading %s to %s", base_url + address, archive)
+        download_file(base_url + address, archive, md5=md5.get(name))
+        log.info("Extracting %s into %s", archive, root)
+        extract_into(archive, root)
+        absent = [p for p in provides if not (root / p).exists()]
+        if absent:
+            raise ValueError(f"{archive} holds no {', '.join(absent)}; is it COCO's {name}?")
+        archive.unlink()
+
+
 class CocoDetectionDataModule(L.LightningDataModule):
     """COCO 2017 instances, or any dataset in COCO's format (see the module docstring).
 
@@ -484,28 +521,9 @@ class CocoDetectionDataModule(L.LightningDataModule):
             return
         if self.root is None:
             raise ValueError("data.download=true needs data.root, the folder to download into.")
-        wanted = {*self.folders.values(), *self.files.values()}
-        lacking = sorted(p for p in wanted if not self.path(p).exists())
-        provider = {p: name for name, (_, provides) in ARCHIVES.items() for p in provides}
-        unknown = [p for p in lacking if p not in provider]
-        if unknown:
-            raise FileNotFoundError(
-                f"{self.path(unknown[0])} does not exist and no COCO 2017 archive provides it; "
-                "data.download only fetches train2017/, val2017/ and annotations/."
-            )
-        self.root.mkdir(parents=True, exist_ok=True)
-        for name in sorted({provider[p] for p in lacking}):
-            address, provides = ARCHIVES[name]
-            archive = self.root / name
-            remove_stale_extractions(self.root, name)
-            log.info("Downloading %s to %s", self.base_url + address, archive)
-            download_file(self.base_url + address, archive, md5=self.md5.get(name))
-            log.info("Extracting %s into %s", archive, self.root)
-            extract_into(archive, self.root)
-            absent = [p for p in provides if not self.path(p).exists()]
-            if absent:
-                raise ValueError(f"{archive} holds no {', '.join(absent)}; is it COCO's {name}?")
-            archive.unlink()
+        fetch_coco2017(
+            self.root, [*self.folders.values(), *self.files.values()], self.base_url, self.md5
+        )
 
     def setup(self, stage: str | None = None) -> None:
         """Index the splits ``stage`` needs (all for None), each once; when a subset changes

@@ -13,17 +13,21 @@
   ``train2017/`` or ``val2017/``), so the 2017 downloads serve this split; a 2014 layout
   (``<filepath>/<filename>`` under ``root``) is used when the 2017 file is absent.
 
-Nothing is downloaded here: ``root`` must hold the release.
+``download=True`` fetches what ``root`` lacks of the release from COCO's addresses, checked
+against the published md5s (:func:`glimpse.data.coco.fetch_coco2017`, shared with the detection
+data). Karpathy's split file is not downloaded.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
 from glimpse.data.caption_files import read_coco_captions, read_karpathy_split
 from glimpse.data.captions import CaptionDataModule, SplitSource, image_files
+from glimpse.data.coco import BASE_URL, PUBLISHED_MD5, fetch_coco2017
 
 IMAGE_DIRS = {"train": "train2017", "val": "val2017"}
 ANNOTATIONS = {
@@ -40,6 +44,9 @@ class CocoCaptionsDataModule(CaptionDataModule):
         root: the folder holding ``train2017/``, ``val2017/`` and ``annotations/``.
         split: ``official`` or ``karpathy``.
         karpathy_file: Karpathy's ``dataset_coco.json``; None is ``root/dataset_coco.json``.
+        download: fetch the COCO 2017 archives providing what ``root`` lacks.
+        base_url: a mirror of COCO's download host; None is :data:`~glimpse.data.coco.BASE_URL`.
+        md5: md5s replacing the published ones, by archive name (for a mirror).
         min_word_freq: see :class:`~glimpse.data.captions.CaptionDataModule` (5 is usual).
         **kwargs: any other argument of :class:`~glimpse.data.captions.CaptionDataModule`.
     """
@@ -49,6 +56,9 @@ class CocoCaptionsDataModule(CaptionDataModule):
         root: str | os.PathLike = "data/coco",
         split: Literal["official", "karpathy"] = "official",
         karpathy_file: str | os.PathLike | None = None,
+        download: bool = False,
+        base_url: str | None = None,
+        md5: Mapping[str, str] | None = None,
         min_word_freq: int = 5,
         **kwargs,
     ) -> None:
@@ -57,9 +67,16 @@ class CocoCaptionsDataModule(CaptionDataModule):
         super().__init__(root=root, min_word_freq=min_word_freq, **kwargs)
         self.split_name = split
         self.karpathy_file = Path(karpathy_file) if karpathy_file else self.root / KARPATHY_FILE
+        self.download = download
+        self.base_url = (base_url or BASE_URL).rstrip("/") + "/"
+        self.md5 = {**PUBLISHED_MD5, **(md5 or {})}
 
     def prepare_data(self) -> None:
-        """Check that ``root`` exists (nothing is downloaded)."""
+        """With ``download``, fetch what ``root`` lacks of the release; else check that ``root``
+        exists."""
+        if self.download:
+            wanted = [*IMAGE_DIRS.values(), *ANNOTATIONS.values()]
+            fetch_coco2017(self.root, wanted, self.base_url, self.md5)
         if not self.root.is_dir():
             raise FileNotFoundError(
                 f"data.root={self.root} does not exist; point it at a COCO 2017 release "
