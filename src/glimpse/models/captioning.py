@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from glimpse.models.recurrent import GRUCell, LSTMCell
-from glimpse.models.resnet import resnet
+from glimpse.models.resnet import load_trunk_state, resnet
 
 Memory = tuple[Tensor, ...]
 State = tuple[Tensor, ...]
@@ -109,19 +109,13 @@ class CaptionEncoder(nn.Module):
         """Load a torchvision ResNet state dict (the ``fc.*`` classifier, and ``layer4`` when
         the encoder stops before it, are dropped)."""
         dropped = ("fc.",) if self.stages == 4 else ("fc.", "layer4.")
-        trunk = {key: value for key, value in state.items() if not key.startswith(dropped)}
-        own = self.state_dict()
-        missing = sorted(set(own) - set(trunk))
-        unexpected = sorted(set(trunk) - set(own))
-        wrong = sorted(k for k in set(own) & set(trunk) if own[k].shape != trunk[k].shape)
-        if missing or unexpected or wrong:
-            raise ValueError(
-                f"The ImageNet state dict does not fit CaptionEncoder(arch={self.arch!r}, "
-                f"small_images={self.small_images}) (missing {missing[:3]}, unexpected "
-                f"{unexpected[:3]}, other shape {wrong[:3]}); use the torchvision weights of "
-                "the same arch with small_images=false."
-            )
-        self.load_state_dict(trunk)
+        load_trunk_state(
+            self,
+            state,
+            lambda key: key.startswith(dropped),
+            f"CaptionEncoder(arch={self.arch!r}, small_images={self.small_images}) (ImageNet "
+            "weights need small_images=false)",
+        )
 
 
 def _check_impl(impl: str) -> None:

@@ -30,6 +30,8 @@ from torch import Tensor, nn
 from torchvision.models import get_model, get_model_weights
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from glimpse.models.resnet import load_trunk_state
+
 TRUNK = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
 TRAINED_STAGES = ("layer2", "layer3", "layer4")
 
@@ -92,22 +94,12 @@ class Backbone(nn.Module):
     def load_imagenet_state(self, state: dict[str, Tensor]) -> None:
         """Load a torchvision ResNet state dict of the same ``arch``; the classifier ``fc.*``
         and BatchNorm's ``num_batches_tracked`` (which frozen BatchNorm lacks) are dropped."""
-        trunk = {
-            key: value
-            for key, value in state.items()
-            if not key.startswith("fc.") and not key.endswith("num_batches_tracked")
-        }
-        own = self.state_dict()
-        missing = sorted(set(own) - set(trunk))
-        unexpected = sorted(set(trunk) - set(own))
-        wrong = sorted(k for k in set(own) & set(trunk) if own[k].shape != trunk[k].shape)
-        if missing or unexpected or wrong:
-            raise ValueError(
-                f"The ImageNet state dict does not fit Backbone(arch={self.arch!r}) (missing "
-                f"{missing[:3]}, unexpected {unexpected[:3]}, other shape {wrong[:3]}); use "
-                "the torchvision weights of the same arch."
-            )
-        self.load_state_dict(trunk)
+        load_trunk_state(
+            self,
+            state,
+            lambda key: key.startswith("fc.") or key.endswith("num_batches_tracked"),
+            f"Backbone(arch={self.arch!r})",
+        )
 
 
 def imagenet_state(arch: str) -> dict[str, Tensor]:

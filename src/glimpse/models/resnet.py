@@ -7,7 +7,9 @@ images and zero-initialises the last BatchNorm of each residual branch.
 
 from __future__ import annotations
 
-from torch import nn
+from collections.abc import Callable
+
+from torch import Tensor, nn
 from torchvision.models import ResNet, get_model
 
 
@@ -43,3 +45,24 @@ def resnet(
         nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
         model.maxpool = nn.Identity()
     return model
+
+
+def load_trunk_state(
+    module: nn.Module, state: dict[str, Tensor], skip: Callable[[str], bool], described: str
+) -> None:
+    """Load the tensors of a torchvision ResNet state dict ``state`` whose key ``skip`` does not
+    reject (the classifier, unused stages) into ``module``, strictly: a missing, unexpected or
+    differently shaped tensor is a ValueError naming ``described`` (the module and its
+    options)."""
+    trunk = {key: value for key, value in state.items() if not skip(key)}
+    own = module.state_dict()
+    missing = sorted(set(own) - set(trunk))
+    unexpected = sorted(set(trunk) - set(own))
+    wrong = sorted(k for k in set(own) & set(trunk) if own[k].shape != trunk[k].shape)
+    if missing or unexpected or wrong:
+        raise ValueError(
+            f"The ImageNet state dict does not fit {described} (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}, other shape {wrong[:3]}); use the torchvision "
+            "weights of the same arch."
+        )
+    module.load_state_dict(trunk)
