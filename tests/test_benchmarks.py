@@ -137,3 +137,53 @@ def test_captioning_benchmark_writes_training_and_decoding_results(tmp_path):
             entry = results["decoding"][decoder][search]
             assert entry["batched"]["captions_per_s"] > 0 and entry["ratio"] > 0
     assert results["machine"]["torch_threads"] == 1
+
+
+def test_detection_benchmark_writes_matcher_and_training_results(tmp_path):
+    output = tmp_path / "detection.json"
+    result = run_script(
+        "benchmarks/detection.py",
+        "--matcher-batch-sizes",
+        "2",
+        "4",
+        "--queries",
+        "10",
+        "--num-classes",
+        "5",
+        "--max-targets",
+        "4",
+        "--matcher-rounds",
+        "1",
+        "--matcher-repeats",
+        "1",
+        "--small-image-size",
+        "64",
+        "--small-batch-size",
+        "2",
+        "--r50-image-size",
+        "64",
+        "--r50-batch-size",
+        "1",
+        "--rounds",
+        "1",
+        "--warmup",
+        "0",
+        "--steps",
+        "1",
+        "--threads",
+        "1",
+        "--output",
+        str(output),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(output.read_text())
+    for batch in ("2", "4"):
+        entry = results["matcher"][batch]
+        assert entry["batched"]["ms_per_batch"] > 0 and entry["loop"]["ms_per_batch"] > 0
+        assert entry["max_total_cost_difference"] <= 1e-3
+    for preset in ("small", "r50"):
+        entry = results["training"][preset]
+        assert entry["images_per_s"] > 0
+        assert 0 < entry["matcher_and_criterion_share"] < 1
+    assert results["machine"]["torch_threads"] == 1
