@@ -7,7 +7,12 @@ import torch
 from torch.testing import assert_close
 from torchvision import ops
 
-from glimpse.models.box_ops import cxcywh_to_xyxy, generalized_box_iou, xyxy_to_cxcywh
+from glimpse.models.box_ops import (
+    batched_generalized_box_iou,
+    cxcywh_to_xyxy,
+    generalized_box_iou,
+    xyxy_to_cxcywh,
+)
 
 
 def _random_xyxy(n: int, seed: int) -> torch.Tensor:
@@ -65,3 +70,14 @@ def test_giou_by_hand():
     a = torch.tensor([[0.0, 0.0, 1.0, 1.0]])
     b = torch.tensor([[2.0, 0.0, 3.0, 1.0], [0.0, 0.0, 0.5, 1.0]])
     assert_close(generalized_box_iou(a, b), torch.tensor([[-1.0 / 3.0, 0.5]]))
+
+
+def test_batched_giou_equals_torchvision_image_by_image():
+    generator = torch.Generator().manual_seed(5)
+    first = cxcywh_to_xyxy(torch.rand(3, 7, 4, generator=generator) * 0.5 + 0.1)
+    second = cxcywh_to_xyxy(torch.rand(3, 4, 4, generator=generator) * 0.5 + 0.1)
+    second[1, 0] = first[1, 2]  # an identical pair: GIoU 1
+    batched = batched_generalized_box_iou(first, second)
+    assert batched.shape == (3, 7, 4) and batched[1, 2, 0] == pytest.approx(1.0)
+    for index in range(3):
+        assert_close(batched[index], ops.generalized_box_iou(first[index], second[index]))

@@ -9,6 +9,7 @@ with smallest enclosing box ``C``:
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 from torchvision import ops
 
@@ -30,3 +31,23 @@ def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     and gives NaN (the data drops degenerate boxes and the model's sigmoid sizes are positive).
     """
     return ops.generalized_box_iou(boxes1, boxes2)
+
+
+def batched_generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """GIoU of every pair within each batch element: corner boxes ``(B, N, 4)`` and
+    ``(B, M, 4)`` -> ``(B, N, M)``; element ``b`` equals ``generalized_box_iou(boxes1[b],
+    boxes2[b])``. Same conditions as :func:`generalized_box_iou`."""
+    area1 = (boxes1[..., 2] - boxes1[..., 0]) * (boxes1[..., 3] - boxes1[..., 1])
+    area2 = (boxes2[..., 2] - boxes2[..., 0]) * (boxes2[..., 3] - boxes2[..., 1])
+    first, second = boxes1[:, :, None, :], boxes2[:, None, :, :]
+    inner = (
+        torch.minimum(first[..., 2:], second[..., 2:])
+        - torch.maximum(first[..., :2], second[..., :2])
+    ).clamp(min=0)
+    intersection = inner[..., 0] * inner[..., 1]
+    union = area1[:, :, None] + area2[:, None, :] - intersection
+    outer = torch.maximum(first[..., 2:], second[..., 2:]) - torch.minimum(
+        first[..., :2], second[..., :2]
+    )
+    enclosing = outer[..., 0] * outer[..., 1]
+    return intersection / union - (enclosing - union) / enclosing

@@ -5,8 +5,11 @@ permutation ``σ̂`` minimising ``Σ_i L_match(y_i, ŷ_σ(i))``, with the pairwi
 
     ``L_match = -λ_cls p̂(c_i) + λ_L1 ‖b_i - b̂‖₁ - λ_giou GIoU(b_i, b̂)``.
 
-The cost matrices of the whole batch are computed at once on the device; the assignment is
-scipy's ``linear_sum_assignment`` per image, on the CPU.
+The cost matrices of the whole batch are computed at once on the device, each image's
+predictions against its own targets only (targets padded to the batch's largest count, so the
+work is ``B·Q·n_max``, where DETR's reference scores every prediction against every target of
+the batch, ``B·Q·Σn``); the assignment is scipy's ``linear_sum_assignment`` per image, on the
+CPU.
 
 Targets are :class:`glimpse.data.spec.DetectionTarget`: ``boxes (n, 4)`` normalised cxcywh and
 ``labels (n,)`` int64 class indices.
@@ -21,7 +24,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from glimpse.data.spec import DetectionTarget
-from glimpse.models.box_ops import cxcywh_to_xyxy, generalized_box_iou
+from glimpse.models.box_ops import batched_generalized_box_iou, cxcywh_to_xyxy
 
 
 class HungarianMatcher(nn.Module):
@@ -51,21 +54,31 @@ class HungarianMatcher(nn.Module):
         self, logits: Tensor, boxes: Tensor, targets: Sequence[DetectionTarget]
     ) -> list[tuple[Tensor, Tensor]]:
         batch, num_queries = logits.shape[:2]
-        prob = logits.flatten(0, 1).float().softmax(-1)
-        pred = boxes.flatten(0, 1).float()
-        labels = torch.cat([t.labels for t in targets]).to(logits.device)
-        target_boxes = torch.cat([t.boxes for t in targets]).to(pred)
-        giou = generalized_box_iou(cxcywh_to_xyxy(pred), cxcywh_to_xyxy(target_boxes))
+        sizes = [len(t.labels) for t in targets]
+        most = max(sizes, default=0)
+        if most == 0:
+            empty = torch.zeros(0, dtype=torch.int64)
+            return [(empty, empty) for _ in targets]
+        prob = logits.float().softmax(-1)
+        pred = boxes.float()
+        labels = logits.new_zeros(batch, most, dtype=torch.int64)
+        # Padding targets are whole-image boxes, so that their (unused) GIoU is finite.
+        target_boxes = pred.new_full((batch, most, 4), 0.5)
+        target_boxes[..., 2:] = 1.0
+        for index, target in enumerate(targets):
+            labels[index, : sizes[index]] = target.labels
+            target_boxes[index, : sizes[index]] = target.boxes
+        giou = batched_generalized_box_iou(cxcywh_to_xyxy(pred), cxcywh_to_xyxy(target_boxes))
+        class_prob = prob.gather(2, labels[:, None, :].expand(batch, num_queries, most))
         cost = (
-            -self.cost_class * prob[:, labels]
+            -self.cost_class * class_prob
             + self.cost_bbox * torch.cdist(pred, target_boxes, p=1)
             - self.cost_giou * giou
         )
-        sizes = [len(t.labels) for t in targets]
-        blocks = cost.view(batch, num_queries, -1).cpu().split(sizes, dim=-1)
+        blocks = cost.cpu()
         indices = []
-        for index, block in enumerate(blocks):
-            rows, cols = linear_sum_assignment(block[index].numpy())
+        for index, size in enumerate(sizes):
+            rows, cols = linear_sum_assignment(blocks[index, :, :size].numpy())
             indices.append(
                 (torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64))
             )
