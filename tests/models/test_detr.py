@@ -218,6 +218,22 @@ def test_load_imagenet_state_rejects_another_arch():
         Backbone("resnet50").load_imagenet_state(torchvision.models.resnet18().state_dict())
 
 
+def test_a_backbone_from_scratch_has_batch_statistics_and_trains_whole():
+    """from_scratch: ordinary BatchNorm updated by training batches, every parameter trained,
+    and torchvision's state dict (with num_batches_tracked) still loads."""
+    model = detr_small(NUM_CLASSES, from_scratch=True)
+    backbone = model.backbone
+    assert not any(isinstance(m, FrozenBatchNorm2d) for m in backbone.modules())
+    assert all(p.requires_grad for p in model.parameters())
+    backbone.train()
+    before = backbone.bn1.running_mean.clone()
+    backbone(torch.randn(2, 3, 64, 64), torch.zeros(2, 64, 64, dtype=torch.bool))
+    assert not torch.equal(before, backbone.bn1.running_mean)
+    reference = torchvision.models.resnet18()
+    backbone.load_imagenet_state(reference.state_dict())
+    assert_close(backbone.layer4[1].bn2.running_var, reference.layer4[1].bn2.running_var)
+
+
 @pytest.mark.parametrize("train_backbone", [True, False])
 def test_frozen_parts_of_the_backbone(train_backbone):
     """BatchNorm holds no parameters; the stem and layer1 are always frozen, layer2..4 train

@@ -58,28 +58,37 @@ class Backbone(nn.Module):
     for batch statistics. As in DETR, the stem and ``layer1`` are frozen and ``layer2..4`` are
     trained, unless ``train_backbone`` is False, which freezes everything.
 
+    All of that presumes ImageNet weights: frozen statistics of a random network normalise
+    nothing, and a random stem learns nothing frozen. ``from_scratch=True`` is for training
+    without them: ordinary BatchNorm (batch statistics) and every stage trained.
+
     Args:
         arch: a torchvision ResNet name (``resnet18`` ... ``resnet152``, ``resnext50_32x4d``).
         train_backbone: train ``layer2..4`` (True) or freeze the whole trunk (False).
+        from_scratch: BatchNorm with batch statistics and the whole trunk trained.
 
     Parameter names are torchvision's (``conv1.weight``, ``layer1.0.bn1.running_mean``, ...),
     so :meth:`load_imagenet_state` takes a torchvision state dict.
     """
 
-    def __init__(self, arch: str = "resnet50", train_backbone: bool = True) -> None:
+    def __init__(
+        self, arch: str = "resnet50", train_backbone: bool = True, from_scratch: bool = False
+    ) -> None:
         super().__init__()
         if not arch.startswith(("resnet", "resnext", "wide_resnet")):
             raise ValueError(
                 f"model.backbone arch={arch!r} is not a torchvision ResNet; use resnet50, "
                 "resnet18 or another ResNet-family name."
             )
-        model = get_model(arch, weights=None, norm_layer=FrozenBatchNorm2d)
+        norm_layer = nn.BatchNorm2d if from_scratch else FrozenBatchNorm2d
+        model = get_model(arch, weights=None, norm_layer=norm_layer)
         for name in TRUNK:
             setattr(self, name, getattr(model, name))
         self.arch = arch
+        self.from_scratch = from_scratch
         self.num_channels: int = model.fc.in_features
         for name, parameter in self.named_parameters():
-            trained = train_backbone and name.startswith(TRAINED_STAGES)
+            trained = train_backbone and (from_scratch or name.startswith(TRAINED_STAGES))
             parameter.requires_grad_(trained)
 
     def forward(self, images: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -93,11 +102,14 @@ class Backbone(nn.Module):
 
     def load_imagenet_state(self, state: dict[str, Tensor]) -> None:
         """Load a torchvision ResNet state dict of the same ``arch``; the classifier ``fc.*``
-        and BatchNorm's ``num_batches_tracked`` (which frozen BatchNorm lacks) are dropped."""
+        and, for frozen BatchNorm (which lacks them), ``num_batches_tracked`` are dropped."""
+        own = set(self.state_dict())
         load_trunk_state(
             self,
             state,
-            lambda key: key.startswith("fc.") or key.endswith("num_batches_tracked"),
+            lambda key: (
+                key.startswith("fc.") or (key.endswith("num_batches_tracked") and key not in own)
+            ),
             f"Backbone(arch={self.arch!r})",
         )
 
@@ -375,8 +387,10 @@ class DETR(nn.Module):
         return self.detect(*self.backbone(images, mask))
 
 
-def _backbone(arch: str, pretrained_backbone: bool, train_backbone: bool) -> Backbone:
-    backbone = Backbone(arch, train_backbone=train_backbone)
+def _backbone(
+    arch: str, pretrained_backbone: bool, train_backbone: bool, from_scratch: bool
+) -> Backbone:
+    backbone = Backbone(arch, train_backbone=train_backbone, from_scratch=from_scratch)
     if pretrained_backbone:
         backbone.load_imagenet_state(imagenet_state(arch))
     return backbone
@@ -386,14 +400,16 @@ def detr_r50(
     num_classes: int,
     pretrained_backbone: bool = False,
     train_backbone: bool = True,
+    from_scratch: bool = False,
     num_queries: int = 100,
     aux_loss: bool = True,
 ) -> DETR:
     """The paper's DETR: ResNet-50, d=256, 8 heads, 6 + 6 layers, FFN 2048, dropout 0.1, 100
-    queries (41M parameters); ``pretrained_backbone`` loads torchvision's ImageNet weights."""
+    queries (41M parameters); ``pretrained_backbone`` loads torchvision's ImageNet weights,
+    ``from_scratch`` builds a backbone to train without them (see :class:`Backbone`)."""
     return DETR(
         num_classes,
-        _backbone("resnet50", pretrained_backbone, train_backbone),
+        _backbone("resnet50", pretrained_backbone, train_backbone, from_scratch),
         d_model=256,
         nhead=8,
         num_encoder_layers=6,
@@ -410,6 +426,7 @@ def detr_small(
     resnet_arch: str = "resnet18",
     pretrained_backbone: bool = False,
     train_backbone: bool = True,
+    from_scratch: bool = False,
     num_queries: int = 30,
     aux_loss: bool = True,
 ) -> DETR:
@@ -417,7 +434,7 @@ def detr_small(
     4 heads, 2 + 2 layers, FFN 256, 30 queries."""
     return DETR(
         num_classes,
-        _backbone(resnet_arch, pretrained_backbone, train_backbone),
+        _backbone(resnet_arch, pretrained_backbone, train_backbone, from_scratch),
         d_model=128,
         nhead=4,
         num_encoder_layers=2,
