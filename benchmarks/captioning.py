@@ -70,7 +70,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
-from machine import clock, machine_info
+from machine import base_parser, clock, machine_info, set_threads
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
@@ -441,17 +441,7 @@ def print_decoding(results: dict[str, Any], args: argparse.Namespace) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line."""
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument(
-        "--parts", nargs="+", choices=("training", "decoding"), default=["training", "decoding"]
-    )
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--precision", default="32-true", choices=("32-true", "bf16-mixed"))
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = base_parser(__doc__.split("\n\n")[0], ("training", "decoding"))
     parser.add_argument("--embed-dim", type=int, default=256, help="decoders' E")
     parser.add_argument("--hidden-size", type=int, default=512, help="decoders' H")
     parser.add_argument("--attention-dim", type=int, default=512, help="ShowAttendTell's A")
@@ -506,14 +496,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the parts, print their tables and write the JSON results."""
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-        if os.environ.get("OMP_NUM_THREADS") != str(args.threads):
-            warnings.warn(
-                f"OMP_NUM_THREADS is {os.environ.get('OMP_NUM_THREADS')!r}, not {args.threads}; "
-                "set it too so that every OpenMP pool has --threads threads.",
-                stacklevel=1,
-            )
+    set_threads(args.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     # Lightning's advice on workers (the cached loader reads in the main process), its note on
     # the frozen encoder's modules in eval mode, and a deprecation inside Lightning itself.

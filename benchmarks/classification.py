@@ -50,11 +50,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
 import statistics
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +60,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from machine import clock, machine_info
+from machine import clock, machine_info, set_threads
 from PIL import Image
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -477,14 +475,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the pairs and the input pipeline, print the tables and write the JSON results."""
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-        if os.environ.get("OMP_NUM_THREADS") != str(args.threads):
-            warnings.warn(
-                f"OMP_NUM_THREADS is {os.environ.get('OMP_NUM_THREADS')!r}, not {args.threads}; "
-                "set it too so that every OpenMP pool has --threads threads.",
-                stacklevel=1,
-            )
+    set_threads(args.threads)
     info = machine_info(args.device, args.precision)
     began = time.perf_counter()
     models: dict[str, dict[str, Any]] = {}

@@ -48,7 +48,6 @@ import json
 import os
 import statistics
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +56,7 @@ from unittest import mock
 
 import numpy as np
 import torch
-from machine import clock, machine_info
+from machine import base_parser, clock, machine_info, set_threads
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 from torchvision.ops import box_convert, generalized_box_iou
@@ -465,17 +464,7 @@ def print_training(results: dict[str, Any], args: argparse.Namespace) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line."""
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument(
-        "--parts", nargs="+", choices=("matcher", "training"), default=["matcher", "training"]
-    )
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--precision", default="32-true", choices=("32-true", "bf16-mixed"))
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = base_parser(__doc__.split("\n\n")[0], ("matcher", "training"))
     parser.add_argument("--num-classes", type=int, default=91, help="C (DETR's COCO: 91)")
     parser.add_argument("--max-targets", type=int, default=20, help="boxes per image: 0 .. this")
     matching = parser.add_argument_group("matcher")
@@ -522,14 +511,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the parts, print their tables and write the JSON results."""
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-        if os.environ.get("OMP_NUM_THREADS") != str(args.threads):
-            warnings.warn(
-                f"OMP_NUM_THREADS is {os.environ.get('OMP_NUM_THREADS')!r}, not {args.threads}; "
-                "set it too so that every OpenMP pool has --threads threads.",
-                stacklevel=1,
-            )
+    set_threads(args.threads)
     info = machine_info(args.device, args.precision)
     load_before = os.getloadavg()
     began = time.perf_counter()

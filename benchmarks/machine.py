@@ -1,10 +1,13 @@
-"""What both benchmarks share: a device-synchronised clock and a record of the machine."""
+"""What the benchmarks share: a device-synchronised clock, a record of the machine, the thread
+setting and the common command-line options."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import time
+import warnings
 from datetime import datetime, timezone
 from typing import Any
 
@@ -39,3 +42,31 @@ def machine_info(device_name: str, precision: str) -> dict[str, Any]:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "precision": precision,
     }
+
+
+def set_threads(threads: int | None) -> None:
+    """``torch.set_num_threads(threads)`` (nothing for None), warning when OMP_NUM_THREADS
+    differs, as OpenMP pools started before then keep their own size."""
+    if not threads:
+        return
+    torch.set_num_threads(threads)
+    if os.environ.get("OMP_NUM_THREADS") != str(threads):
+        warnings.warn(
+            f"OMP_NUM_THREADS is {os.environ.get('OMP_NUM_THREADS')!r}, not {threads}; "
+            "set it too so that every OpenMP pool has --threads threads.",
+            stacklevel=2,
+        )
+
+
+def base_parser(description: str, parts: tuple[str, ...]) -> argparse.ArgumentParser:
+    """The options every benchmark takes: ``--parts`` (all of ``parts`` by default),
+    ``--device``, ``--precision``, ``--threads`` and ``--seed``."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--parts", nargs="+", choices=parts, default=list(parts))
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--precision", default="32-true", choices=("32-true", "bf16-mixed"))
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
