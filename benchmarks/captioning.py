@@ -69,8 +69,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback
-from machine import base_parser, clock, machine_info, set_threads
+from machine import base_parser, clock, machine_info, set_threads, timed_fit
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
@@ -130,33 +129,6 @@ class TimedShapes(ShapesCaptionsDataModule):
         return loader
 
 
-class StepTimer(Callback):
-    """Times training batches ``first .. last``, counted over the whole fit."""
-
-    def __init__(self, first: int, last: int, device: torch.device) -> None:
-        self.first, self.last, self.device = first, last, device
-        self.seen = 0
-        self.start = self.end = 0.0
-
-    def on_train_batch_start(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        if self.seen == self.first:
-            self.start = clock(self.device)
-
-    def on_train_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
-        if self.seen == self.last:
-            self.end = clock(self.device)
-        self.seen += 1
-
-
 def images_needed(args: argparse.Namespace) -> int:
     """Images over all splits for a training split of at least ``(--warmup + --steps)``
     batches of (image, caption) pairs, so that a block fits in one epoch."""
@@ -188,29 +160,10 @@ def fit_block(
 ) -> tuple[float, float]:
     """Fit ``task`` for ``--warmup + steps`` steps; ``(seconds of the last steps, seconds to
     build the training loader)``."""
-    device = torch.device(args.device)
-    timer = StepTimer(args.warmup, args.warmup + steps - 1, device)
-    trainer = L.Trainer(
-        accelerator="gpu" if device.type == "cuda" else "cpu",
-        devices=1,
-        precision=args.precision,
-        max_steps=args.warmup + steps,
-        max_epochs=-1,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        gradient_clip_val=GRADIENT_CLIP,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=datamodule.root.parent,
-        callbacks=[timer],
-    )
-    torch.manual_seed(args.seed)
-    trainer.fit(task, datamodule=datamodule)
+    timer = timed_fit(task, datamodule, args, steps, GRADIENT_CLIP, datamodule.root.parent)
     if timer.seen < args.warmup + steps:
         raise RuntimeError(f"The trainer ran {timer.seen} steps, not {args.warmup + steps}.")
-    return timer.end - timer.start, datamodule.loader_seconds
+    return timer.seconds, datamodule.loader_seconds
 
 
 def run_training(args: argparse.Namespace, root: Path) -> dict[str, Any]:

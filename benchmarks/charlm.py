@@ -51,8 +51,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback
-from machine import clock, machine_info
+from machine import clock, machine_info, timed_fit
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.optim.lr_scheduler import LambdaLR
@@ -161,33 +160,6 @@ def make_datamodule(
     return datamodule
 
 
-class StepTimer(Callback):
-    """Times training batches ``first .. last`` (by batch index) and records every loss."""
-
-    def __init__(self, first: int, last: int, device: torch.device) -> None:
-        self.first, self.last, self.device = first, last, device
-        self.start = self.end = 0.0
-        self.losses: list[Tensor] = []
-
-    def on_train_batch_start(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        if batch_idx == self.first:
-            self.start = clock(self.device)
-
-    def on_train_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: dict[str, Tensor],
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
-        self.losses.append(outputs["loss"])
-        if batch_idx == self.last:
-            self.end = clock(self.device)
-
-
 def lightning_block(
     task: CharLanguageModelTask,
     datamodule: CharTextDataModule,
@@ -198,30 +170,9 @@ def lightning_block(
 ) -> Block:
     """Fit ``task`` from the ``initial`` weights for ``--warmup + steps`` steps; time the last
     ``steps``."""
-    device = torch.device(args.device)
     task.net.load_state_dict(initial)
-    timer = StepTimer(args.warmup, args.warmup + steps - 1, device)
-    trainer = L.Trainer(
-        accelerator="gpu" if device.type == "cuda" else "cpu",
-        devices=1,
-        precision=args.precision,
-        max_steps=args.warmup + steps,
-        max_epochs=-1,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        gradient_clip_val=GRADIENT_CLIP,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        deterministic=False,
-        benchmark=False,
-        default_root_dir=root,
-        callbacks=[timer],
-    )
-    torch.manual_seed(args.seed)
-    trainer.fit(task, datamodule=datamodule)
-    return Block(timer.end - timer.start, [float(loss) for loss in timer.losses])
+    timer = timed_fit(task, datamodule, args, steps, GRADIENT_CLIP, root)
+    return Block(timer.seconds, [float(loss) for loss in timer.losses])
 
 
 def raw_block(

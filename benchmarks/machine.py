@@ -9,9 +9,13 @@ import platform
 import time
 import warnings
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor
 
 from glimpse.utils.provenance import code_version
 
@@ -70,3 +74,75 @@ def base_parser(description: str, parts: tuple[str, ...]) -> argparse.ArgumentPa
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
     return parser
+
+
+class StepTimer(Callback):
+    """Times training batches ``first .. last``, counted over the whole fit (so a block may
+    span epochs), and keeps every batch's loss."""
+
+    def __init__(self, first: int, last: int, device: torch.device) -> None:
+        self.first, self.last, self.device = first, last, device
+        self.seen = 0
+        self.start = self.end = 0.0
+        self.losses: list[Tensor] = []
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self.seen == self.first:
+            self.start = clock(self.device)
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if isinstance(outputs, dict) and "loss" in outputs:
+            self.losses.append(outputs["loss"].detach())
+        if self.seen == self.last:
+            self.end = clock(self.device)
+        self.seen += 1
+
+    @property
+    def seconds(self) -> float:
+        """Seconds from the start of batch ``first`` to the end of batch ``last``."""
+        return self.end - self.start
+
+
+def timed_fit(
+    task: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    args: argparse.Namespace,
+    steps: int,
+    gradient_clip_val: float,
+    root: Path,
+) -> StepTimer:
+    """Fit ``task`` for ``--warmup + steps`` steps with a bare Trainer (no validation, logger,
+    checkpoints or progress bar) on ``--device`` at ``--precision``, seeded with ``--seed``;
+    the returned timer holds the time of the last ``steps``."""
+    device = torch.device(args.device)
+    timer = StepTimer(args.warmup, args.warmup + steps - 1, device)
+    trainer = L.Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        precision=args.precision,
+        max_steps=args.warmup + steps,
+        max_epochs=-1,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        gradient_clip_val=gradient_clip_val,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic=False,
+        benchmark=False,
+        default_root_dir=root,
+        callbacks=[timer],
+    )
+    torch.manual_seed(args.seed)
+    trainer.fit(task, datamodule=datamodule)
+    return timer
