@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -48,10 +47,9 @@ from glimpse.data.images import (
     SHOWN_BAD_FILES,
     SPLITS,
     STAGE_SPLITS,
-    CorruptImageError,
-    _unreadable,
     eval_transform,
     open_rgb,
+    readable_images,
 )
 from glimpse.data.spec import CAPTIONED_IMAGES, CaptionedImages, DataSpec
 from glimpse.data.word_tokenizer import WordTokenizer, tokenize
@@ -428,25 +426,9 @@ class CaptionDataModule(L.LightningDataModule):
         split = self.split(name)
         if not self.verify:
             return split
-        with ThreadPoolExecutor(max_workers=max(1, self.num_workers)) as pool:
-            problems = list(pool.map(_unreadable, split.paths))
-        bad = [p for p in problems if p is not None]
-        if not bad:
+        keep = readable_images(split.paths, self.num_workers, self.skip_corrupt, name)
+        if len(keep) == len(split.paths):
             return split
-        if not self.skip_corrupt:
-            raise CorruptImageError(
-                f"{bad[0]}; {len(bad)} of the {len(problems)} images of the {name} split are "
-                "unreadable. Replace or delete them, or set data.skip_corrupt=true to skip them."
-            )
-        log.warning(
-            "Skipped %d unreadable image(s) of the %d in the %s split, as "
-            "data.skip_corrupt=true: %s",
-            len(bad),
-            len(problems),
-            name,
-            "; ".join(bad[:SHOWN_BAD_FILES]),
-        )
-        keep = [i for i, p in enumerate(problems) if p is None]
         return CaptionSplit(
             names=tuple(split.names[i] for i in keep),
             paths=tuple(split.paths[i] for i in keep),

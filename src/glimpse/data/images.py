@@ -125,6 +125,38 @@ def _unreadable(path: str) -> str | None:
     return None
 
 
+def readable_images(
+    paths: Sequence[str | os.PathLike],
+    workers: int,
+    skip: bool,
+    split: str,
+    folder: str | os.PathLike | None = None,
+) -> list[int]:
+    """Decode every image of ``split``'s ``paths`` (with ``workers`` threads) and return the
+    indices of the readable ones. An unreadable one raises :class:`CorruptImageError` naming
+    it, unless ``skip`` (``data.skip_corrupt``): then they are counted and named in a warning.
+    ``folder``, when given, is named in both."""
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        problems = list(pool.map(_unreadable, paths))
+    bad = [problem for problem in problems if problem is not None]
+    place = f"the {split} split" + (f" ({folder})" if folder is not None else "")
+    if bad and not skip:
+        raise CorruptImageError(
+            f"{bad[0]}; {len(bad)} of the {len(paths)} images of {place} are unreadable. "
+            "Replace or delete them, or set data.skip_corrupt=true to skip them."
+        )
+    if bad:
+        shown = "; ".join(bad[:SHOWN_BAD_FILES]) + ("; ..." if len(bad) > SHOWN_BAD_FILES else "")
+        log.warning(
+            "Skipped %d unreadable image(s) of the %d in %s, as data.skip_corrupt=true: %s",
+            len(bad),
+            len(paths),
+            place,
+            shown,
+        )
+    return [index for index, problem in enumerate(problems) if problem is None]
+
+
 def train_transform(
     image_size: int,
     scale: Sequence[float] = (0.08, 1.0),
@@ -407,27 +439,9 @@ class ImageFolderDataModule(L.LightningDataModule):
         """Decode every image of ``dataset``; raise on unreadable ones, or drop and count them
         with ``skip_corrupt``."""
         paths = [path for path, _ in dataset.samples]
-        with ThreadPoolExecutor(max_workers=max(1, self.num_workers)) as pool:
-            problems = list(pool.map(_unreadable, paths))
-        bad = [problem for problem in problems if problem is not None]
-        if not bad:
-            return
-        if not self.skip_corrupt:
-            raise CorruptImageError(
-                f"{bad[0]}; {len(bad)} of the {len(paths)} images in {folder} are unreadable. "
-                "Replace or delete them, or set data.skip_corrupt=true to skip them."
-            )
-        dataset.keep([s for s, p in zip(dataset.samples, problems, strict=True) if p is None])
-        shown = "; ".join(bad[:SHOWN_BAD_FILES]) + ("; ..." if len(bad) > SHOWN_BAD_FILES else "")
-        log.warning(
-            "Skipped %d unreadable image(s) of the %d in the %s split (%s), as "
-            "data.skip_corrupt=true: %s",
-            len(bad),
-            len(paths),
-            split,
-            folder,
-            shown,
-        )
+        kept = readable_images(paths, self.num_workers, self.skip_corrupt, split, folder)
+        if len(kept) < len(paths):
+            dataset.keep([dataset.samples[index] for index in kept])
 
     @property
     def spec(self) -> DataSpec:
