@@ -18,8 +18,12 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from glimpse.callbacks.caption_figures import attention_figure
+from glimpse.callbacks.detection_figures import detection_figure
+from glimpse.callbacks.figures import save_figure
 from glimpse.compat import IncompatibleConfigError, check_compatible
 from glimpse.data.corpora import CorpusError
+from glimpse.data.detection_transforms import eval_transform as detection_eval_transform
 from glimpse.data.download import DownloadError
 from glimpse.data.images import eval_transform, open_rgb
 from glimpse.utils.console import console, print_config_tree, print_metrics
@@ -188,8 +192,6 @@ def caption_images(
     """Print and return a caption of each image file (decoded, resized and centre-cropped as the
     checkpoint's evaluation data was) and, for attention models, save the figure of the
     attention over the image for every word as ``figure_dir/<file stem>_attention.png``."""
-    from glimpse.callbacks.caption_figures import attention_figure
-    from glimpse.callbacks.figures import save_figure
 
     _check_image_files(paths)
     spec = task.spec
@@ -214,9 +216,6 @@ def detect_images(task: Any, paths: list[str], figure_dir: Path) -> list[tuple[s
     """Print and return each image file's detections (resized as the checkpoint's evaluation
     data was, boxes in the file's own pixels) and save a picture of them as
     ``figure_dir/<file stem>_detections.png``."""
-    from glimpse.callbacks.detection_figures import detection_figure
-    from glimpse.callbacks.figures import save_figure
-    from glimpse.data.detection_transforms import eval_transform as detection_eval_transform
 
     _check_image_files(paths)
     spec = task.spec
