@@ -26,6 +26,7 @@ from glimpse.data.corpora import CorpusError
 from glimpse.data.detection_transforms import eval_transform as detection_eval_transform
 from glimpse.data.download import DownloadError
 from glimpse.data.images import eval_transform, open_rgb
+from glimpse.evaluation import run_evaluation
 from glimpse.utils.console import console, print_config_tree, print_metrics
 from glimpse.utils.wandb_setup import wandb_mode
 
@@ -252,7 +253,8 @@ def _check_image_files(paths: list[str]) -> None:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test a checkpoint on its data's test split and, for generative tasks, sample from it;
     for classifiers and captioners given ``image=`` (one path or a list), classify or caption
-    those files instead.
+    those files instead; with ``eval=NAME`` run that evaluation (:mod:`glimpse.evaluation`:
+    linear probe, kNN, zero-shot, retrieval) instead of the test split.
 
     Without ``data=`` on the command line the data config stored in the checkpoint is used.
     When that data is not on disk (and cannot be downloaded) the evaluation is skipped with a
@@ -279,6 +281,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             results["predictions"] = classify_images(task, paths, crop_ratio, cfg.num_classes_shown)
         else:
             raise ValueError(f"{meta['task']} does not work on image files; drop image=.")
+        return results
+    if cfg.get("eval"):
+        results = run_evaluation(cfg.eval, task, data_cfg, cfg)
+        print_metrics(results, title=f"eval={cfg.eval} of {cfg.ckpt_path}")
         return results
     if cfg.get("metrics", True) and data_cfg:
         datamodule = instantiate(data_cfg)

@@ -102,8 +102,54 @@ class DetectionBatch(NamedTuple):
     orig_sizes: Tensor
 
 
+#: Several augmented views of each image, for self-supervised learning, as
+#: :class:`MultiViewImages` batches.
+MULTI_VIEW_IMAGES = "multi_view_images"
+
+
+class MultiViewImages(NamedTuple):
+    """A training batch of the :data:`MULTI_VIEW_IMAGES` kind: ``V`` random views of ``B`` images.
+
+    Attributes:
+        views: ``V`` tensors ``(B, 3, S_v, S_v)`` float32, normalised with the spec's ``mean``
+            and ``std``; the global views first (BYOL: two views of one size; DINO's multi-crop:
+            two global crops, then the smaller local crops).
+        labels: ``(B,)`` int64 class indices into the spec's ``class_names``. Only the online
+            linear probe reads them; the self-supervised losses never do.
+    """
+
+    views: tuple[Tensor, ...]
+    labels: Tensor
+
+
+#: Images paired with a caption each, as :class:`ImageTextPairs` batches.
+IMAGE_TEXT = "image_text"
+
+
+class ImageTextPairs(NamedTuple):
+    """A batch of the :data:`IMAGE_TEXT` kind: ``B`` (image, caption) pairs.
+
+    Attributes:
+        images: ``(B, 3, H, W)`` float32, normalised with the spec's ``mean`` and ``std``.
+        tokens: ``(B, L)`` int64 token ids of the captions from the spec's tokenizer: start
+            token, the caption's tokens, end token, then zeros up to the context length ``L``.
+        texts: the captions as read from the data.
+        image_ids: ``(B,)`` int64 index of each pair's image within its split; pairs that share
+            an image (Flickr8k's five captions) share it, so retrieval counts any of an image's
+            captions as a hit.
+    """
+
+    images: Tensor
+    tokens: Tensor
+    texts: tuple[str, ...]
+    image_ids: Tensor
+
+
 #: DataSpec fields that describe images; None for other kinds of data.
 IMAGE_FIELDS = ("class_names", "image_size", "mean", "std")
+#: DataSpec fields left out of :meth:`DataSpec.to_dict` when None, so older checkpoints' dicts
+#: are unchanged.
+OPTIONAL_FIELDS = (*IMAGE_FIELDS, "tokenizer")
 
 
 @dataclass(frozen=True)
@@ -121,6 +167,8 @@ class DataSpec:
         image_size: the side of the square images a model receives, in pixels; for
             detection, the longest side an image may have after resizing.
         mean, std: the per-channel (RGB) normalisation applied to images in [0, 1].
+        tokenizer: for image-text pairs, the subword tokenizer as the plain dict it saves
+            itself to (:mod:`glimpse.data.bpe`), so a checkpoint can tokenize new text.
 
     Checkpoints written before a field existed load with that field None.
     """
@@ -132,16 +180,17 @@ class DataSpec:
     image_size: int | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    tokenizer: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict of lists, strings and numbers. The image fields are left out when None,
-        so a text spec's dict (and the checkpoints holding it) is what it was before they
-        existed."""
+        """Plain dict of lists, strings and numbers. The image fields and the tokenizer are left out
+        when None, so a text spec's dict (and the checkpoints holding it) is what it was before
+        they existed."""
         data = asdict(self)
         for name in ("vocab", *IMAGE_FIELDS):
             value = data[name]
             data[name] = list(value) if isinstance(value, tuple) else value
-        return {k: v for k, v in data.items() if k not in IMAGE_FIELDS or v is not None}
+        return {k: v for k, v in data.items() if k not in OPTIONAL_FIELDS or v is not None}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DataSpec:
@@ -158,4 +207,5 @@ class DataSpec:
             image_size=int(image_size) if image_size is not None else None,
             mean=as_tuple("mean"),
             std=as_tuple("std"),
+            tokenizer=data.get("tokenizer"),
         )
