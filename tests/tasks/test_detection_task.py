@@ -239,3 +239,39 @@ def test_imagenet_weights_reach_the_backbone_when_fitting_starts(tmp_path, monke
     torch.testing.assert_close(
         task.net.backbone.layer4[1].bn2.running_var, state["layer4.1.bn2.running_var"]
     )
+
+
+def _classifier_checkpoint(path: Path, arch: str = "resnet18", small_images: bool = False) -> dict:
+    """A checkpoint file as an image classifier (``model=resnet``) saves it; returns its net."""
+    torch.manual_seed(1)
+    net = get_model(arch, weights=None, num_classes=7)
+    net.layer4[1].bn2.running_mean.uniform_(-1.0, 1.0)
+    state = {f"net.{key}": value for key, value in net.state_dict().items()}
+    config = {"_target_": "glimpse.models.resnet.resnet", "arch": arch, "small_images": small_images}
+    torch.save({"state_dict": state, "hyper_parameters": {"net": config}}, path)
+    return net.state_dict()
+
+
+def test_a_resnet_classifier_checkpoint_starts_the_backbone(tmp_path):
+    source = _classifier_checkpoint(tmp_path / "shapes_resnet18.ckpt")
+    task = _detector(pretrained=str(tmp_path / "shapes_resnet18.ckpt"))
+    task.setup("fit")
+    backbone = task.net.backbone.state_dict()
+    trunk = {k for k in source if not k.startswith("fc.") and "num_batches" not in k}
+    assert set(backbone) == trunk  # frozen BatchNorm keeps no batch count
+    for key, value in backbone.items():
+        torch.testing.assert_close(value, source[key], msg=key)
+
+
+def test_a_classifier_of_another_arch_or_stem_is_refused_with_the_fix(tmp_path):
+    _classifier_checkpoint(tmp_path / "r34.ckpt", arch="resnet34")
+    with pytest.raises(ValueError, match="resnet34 trunk.*needs a resnet18"):
+        _detector(pretrained=str(tmp_path / "r34.ckpt")).setup("fit")
+    _classifier_checkpoint(tmp_path / "small.ckpt", small_images=True)
+    with pytest.raises(ValueError, match="small_images=True.*standard stem"):
+        _detector(pretrained=str(tmp_path / "small.ckpt")).setup("fit")
+    torch.save({"state_dict": {"net.embedding.weight": torch.zeros(2)}}, tmp_path / "lm.ckpt")
+    with pytest.raises(ValueError, match="holds no ResNet trunk"):
+        _detector(pretrained=str(tmp_path / "lm.ckpt")).setup("fit")
+    with pytest.raises(ValueError, match="neither torchvision, null nor an existing"):
+        _detector(pretrained=str(tmp_path / "missing.ckpt"))

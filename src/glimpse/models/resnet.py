@@ -8,7 +8,10 @@ images and zero-initialises the last BatchNorm of each residual branch.
 from __future__ import annotations
 
 from collections.abc import Callable
+from os import PathLike
+from pathlib import Path
 
+import torch
 from torch import Tensor, nn
 from torchvision.models import ResNet, get_model
 
@@ -66,3 +69,32 @@ def load_trunk_state(
             "weights of the same arch."
         )
     module.load_state_dict(trunk)
+
+
+#: Where glimpse checkpoints keep a ResNet trunk: the image classifier's network (``net.``).
+TRUNK_PREFIXES = ("net.",)
+
+
+def trunk_state_from_checkpoint(path: str | PathLike, arch: str) -> dict[str, Tensor]:
+    """The torchvision-named state dict (``conv1.weight``, ``layer1.0.bn1.running_mean``, ...)
+    of the ``arch`` ResNet in the glimpse checkpoint at ``path``: an image classifier trained
+    with ``model=resnet model.net.arch=<arch>`` (its ``fc`` is dropped by the loader).
+
+    Raises ValueError naming the file when it holds no ResNet trunk, or one of another arch or
+    with the small-image stem (its ``conv1`` is 3x3)."""
+    checkpoint = torch.load(Path(path), map_location="cpu", weights_only=True)
+    weights = checkpoint.get("state_dict", {})
+    net = (checkpoint.get("hyper_parameters") or {}).get("net") or {}
+    for prefix in TRUNK_PREFIXES:
+        if f"{prefix}layer4.0.conv1.weight" not in weights:
+            continue
+        if net.get("arch") != arch or net.get("small_images"):
+            raise ValueError(
+                f"{path} holds a {net.get('arch')} trunk (small_images="
+                f"{net.get('small_images')}); the backbone needs a {arch} with the standard stem: "
+                f"train one with model=resnet model.net.arch={arch} model.net.small_images=false."
+            )
+        return {k.removeprefix(prefix): v for k, v in weights.items() if k.startswith(prefix)}
+    raise ValueError(
+        f"{path} holds no ResNet trunk; pass a checkpoint of model=resnet (an image classifier)."
+    )

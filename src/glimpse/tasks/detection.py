@@ -18,6 +18,7 @@ from glimpse.metrics.coco_detection import BOX_METRICS, CocoBoxMAP, detection_re
 from glimpse.models.detr import DETROutput, imagenet_state
 from glimpse.models.detr_loss import SetCriterion, postprocess
 from glimpse.models.matcher import HungarianMatcher
+from glimpse.models.resnet import trunk_state_from_checkpoint
 from glimpse.tasks.base import GlimpseTask, plain
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,11 @@ class Detector(GlimpseTask):
         lr_drop: the fraction of the optimizer steps after which both learning rates drop by
             10x; None keeps them constant.
         pretrained: ``"torchvision"`` loads ImageNet weights into the backbone when fitting
-            starts; None keeps random ones.
+            starts; a path loads the ResNet trunk of a glimpse checkpoint instead (an image
+            classifier's, ``model=resnet``, of the same arch: see
+            :func:`~glimpse.models.resnet.trunk_state_from_checkpoint`), which is how a CPU run
+            without ImageNet weights starts from a network pretrained on its own images; None
+            keeps random weights.
         init_from: a glimpse detection checkpoint whose network weights start the fit (before a
             resumed run restores its own): a class head of another size stays fresh, the
             queries and everything else are kept. This is how a DETR trained on COCO is
@@ -92,9 +97,10 @@ class Detector(GlimpseTask):
                 "figures": plain(figures),
             }
         )
-        if pretrained not in (None, "torchvision"):
+        if pretrained not in (None, "torchvision") and not Path(pretrained).is_file():
             raise ValueError(
-                f"model.pretrained={pretrained!r} is not known; use torchvision or null."
+                f"model.pretrained={pretrained!r} is neither torchvision, null nor an existing "
+                "checkpoint file."
             )
         if lr_drop is not None and not 0 < lr_drop <= 1:
             raise ValueError(f"model.lr_drop={lr_drop} must be in (0, 1], or null for none.")
@@ -121,8 +127,13 @@ class Detector(GlimpseTask):
     def setup(self, stage: str) -> None:
         if stage != "fit":
             return
-        if self.hparams["pretrained"] == "torchvision":
-            self.net.backbone.load_imagenet_state(imagenet_state(self.net.backbone.arch))
+        source = self.hparams["pretrained"]
+        backbone = self.net.backbone
+        if source == "torchvision":
+            backbone.load_imagenet_state(imagenet_state(backbone.arch))
+        elif source is not None:
+            backbone.load_imagenet_state(trunk_state_from_checkpoint(source, backbone.arch))
+            log.info("Backbone started from the %s trunk of %s", backbone.arch, source)
         if self.hparams["init_from"] is not None:
             self.load_network_from(self.hparams["init_from"])
 
