@@ -11,7 +11,8 @@ PY := $(VENV)/bin/python
 TORCH_PAIR := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test lint bench bench-classification bench-captioning bench-detection clean
+.PHONY: install train test lint bench bench-classification bench-captioning bench-detection \
+	bench-ssl bench-clip clean
 
 install: $(STAMP)
 
@@ -50,6 +51,12 @@ bench-captioning: install
 # images/s of detr_small and detr_r50 with the matcher + criterion share of the step.
 bench-detection: install
 	OMP_NUM_THREADS=$(BENCH_THREADS) $(PY) benchmarks/detection.py --threads $(BENCH_THREADS) $(ARGS)
+
+# BYOL (ResNet-18) and DINO (ViT-S/16) training images/s: the Lightning task against a raw
+# PyTorch loop of the same computation (benchmarks/ssl_training.py; not ssl.py, which would hide
+# Python's ssl module).
+bench-ssl: install
+	OMP_NUM_THREADS=$(BENCH_THREADS) $(PY) benchmarks/ssl_training.py --threads $(BENCH_THREADS) $(ARGS)
 
 clean:
 	rm -rf $(VENV) logs .pytest_cache .ruff_cache

@@ -187,3 +187,28 @@ def test_detection_benchmark_writes_matcher_and_training_results(tmp_path):
         assert entry["images_per_s"] > 0
         assert 0 < entry["matcher_and_criterion_share"] < 1
     assert results["machine"]["torch_threads"] == 1
+
+
+def test_ssl_benchmark_writes_byol_and_dino_results(tmp_path):
+    output = tmp_path / "ssl.json"
+    sizes = ["--batch-size", "2", "--byol-image-size", "32", "--byol-hidden-dim", "64"]
+    dino = ["--dino-backbone", "vit_test", "--dino-global-size", "32", "--dino-local-size", "16"]
+    dino += ["--dino-local-crops", "2", "--dino-out-dim", "128", "--dino-hidden-dim", "64"]
+    timing = ["--rounds", "1", "--warmup", "1", "--steps", "1", "--threads", "1"]
+    result = run_script(
+        "benchmarks/ssl_training.py",
+        *sizes,
+        *dino,
+        *timing,
+        "--output",
+        str(output),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(output.read_text())
+    for method in ("byol", "dino"):
+        entry = results["methods"][method]
+        assert entry["lightning"]["images_per_s"] > 0 and entry["raw"]["images_per_s"] > 0
+        assert entry["max_abs_loss_difference"] < 1e-3
+    assert results["methods"]["dino"]["config"]["view_sizes"] == [32, 32, 16, 16]
+    assert results["machine"]["torch_threads"] == 1
