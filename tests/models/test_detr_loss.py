@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.distributed as dist
+import torch.multiprocessing as mp
 from torch.testing import assert_close
 from torchvision import ops
 
@@ -146,20 +147,40 @@ def test_box_losses_are_normalised_by_the_number_of_boxes_in_the_batch():
         assert_close(doubled[key], losses[key])
 
 
-def test_box_count_is_all_reduced_under_torch_distributed(tmp_path):
-    """Under an initialised process group (gloo, one process) the losses are the same."""
-    targets = _targets()
-    logits, boxes = _random_layer(len(targets), seed=7)
-    alone = _criterion()(DETROutput(logits, boxes, []), targets)
-    dist.init_process_group(
-        "gloo", init_method=f"file://{tmp_path}/rendezvous", rank=0, world_size=1
-    )
+#: The boxes of each process's batch in the two-process test: 5 and 1, a mean of 3.
+RANK_COUNTS = ((2, 0, 3), (1, 0, 0))
+
+
+def _rank_losses(rank: int, rendezvous: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
     try:
-        reduced = _criterion()(DETROutput(logits, boxes, []), targets)
+        targets = _targets(seed=rank, counts=RANK_COUNTS[rank])
+        logits, boxes = _random_layer(len(targets), seed=7 + rank)
+        losses = _criterion()(DETROutput(logits, boxes, []), targets)
+        torch.save({k: v.detach() for k, v in losses.items()}, f"{out}.{rank}")
     finally:
         dist.destroy_process_group()
-    for key in ("loss_bbox", "loss_giou"):
-        assert_close(reduced[key], alone[key])
+
+
+def test_box_count_is_the_mean_over_two_processes(tmp_path):
+    """Each process divides its box losses by the mean box count of all processes (DETR's
+    all-reduced ``num_boxes``), not by its own: 5 and 1 boxes give 3 for both."""
+    out = str(tmp_path / "losses")
+    mp.start_processes(
+        _rank_losses,
+        args=(str(tmp_path / "rendezvous"), out),
+        nprocs=2,
+        join=True,
+        start_method="fork",
+    )
+    for rank, counts in enumerate(RANK_COUNTS):
+        targets = _targets(seed=rank, counts=counts)
+        logits, boxes = _random_layer(len(targets), seed=7 + rank)
+        alone = _criterion()(DETROutput(logits, boxes, []), targets)
+        reduced = torch.load(f"{out}.{rank}", weights_only=True)
+        for key in ("loss_bbox", "loss_giou"):
+            assert_close(reduced[key], alone[key] * sum(counts) / 3)
+        assert_close(reduced["loss_ce"], alone["loss_ce"])
 
 
 def test_cardinality_error_counts_non_empty_predictions():
