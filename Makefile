@@ -58,5 +58,10 @@ bench-detection: install
 bench-ssl: install
 	OMP_NUM_THREADS=$(BENCH_THREADS) $(PY) benchmarks/ssl_training.py --threads $(BENCH_THREADS) $(ARGS)
 
+# CLIP: training pairs/s of our model + loss against open_clip's (tiny, ViT-B-32, RN50, same
+# weights), and the zero-shot classifier's build time against open_clip's.
+bench-clip: install
+	OMP_NUM_THREADS=$(BENCH_THREADS) $(PY) benchmarks/clip.py --threads $(BENCH_THREADS) $(ARGS)
+
 clean:
 	rm -rf $(VENV) logs .pytest_cache .ruff_cache

@@ -212,3 +212,34 @@ def test_ssl_benchmark_writes_byol_and_dino_results(tmp_path):
         assert entry["max_abs_loss_difference"] < 1e-3
     assert results["methods"]["dino"]["config"]["view_sizes"] == [32, 32, 16, 16]
     assert results["machine"]["torch_threads"] == 1
+
+
+def test_clip_benchmark_writes_training_and_zeroshot_results(tmp_path):
+    output = tmp_path / "clip.json"
+    shape = ["--shapes", "tiny", "--batch-size", "4", "--vocab-size", "100", "--context-length"]
+    zeroshot = ["--zeroshot-shape", "tiny", "--zeroshot-classes", "3", "--zeroshot-templates", "2"]
+    result = run_script(
+        "benchmarks/clip.py",
+        *shape,
+        "8",
+        "--rounds",
+        "1",
+        "--steps",
+        "1",
+        *zeroshot,
+        "--zeroshot-rounds",
+        "1",
+        "--threads",
+        "1",
+        "--output",
+        str(output),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(output.read_text())
+    entry = results["training"]["tiny"]
+    assert entry["ours"]["pairs_per_s"] > 0 and entry["open_clip"]["pairs_per_s"] > 0
+    assert entry["first_loss_relative_difference"] <= 1e-3
+    zeroshot_result = results["zeroshot"]
+    assert zeroshot_result["prompts"] == 6 and zeroshot_result["max_abs_weight_difference"] <= 1e-4
+    assert results["machine"]["torch_threads"] == 1

@@ -1,4 +1,5 @@
-"""ImageNet weights from torchvision for glimpse's networks (``model.pretrained=torchvision``).
+"""Pretrained weights for glimpse's networks: ImageNet weights from torchvision
+(``model.pretrained=torchvision``) or a self-supervised backbone (``model.pretrained=PATH``).
 
 torchvision downloads the state dict (into ``$TORCH_HOME/hub/checkpoints``, hash-checked) and
 the converters of :mod:`glimpse.models.convert` rename it to our modules. Three adaptations
@@ -8,12 +9,19 @@ make the weights fit a network built for another task:
   fresh initialisation, with a log line saying so;
 * a ViT built for another image size gets the position table resized to its patch grid;
 * any other mismatch is an error naming the parameter.
+
+``model.pretrained=PATH`` names a BYOL or DINO checkpoint (``.ckpt``, :mod:`glimpse.tasks.byol`,
+:mod:`glimpse.tasks.dino`): the task is rebuilt from it and its evaluated backbone (BYOL's
+online network, DINO's teacher) is loaded into a classifier whose ``model.net`` has the same
+parameters (names and shapes; the backbone's config is in the error when they differ), with the
+same two adaptations: the classifier's head stays fresh, a ViT's position table is resized.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 from torch import Tensor, nn
 from torchvision.models import get_model_weights
@@ -107,17 +115,58 @@ def fit_state_dict(net: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor
     return fitted
 
 
-def check_pretrained_source(net_config: dict, source: str) -> tuple[str, Converter]:
+def is_checkpoint_source(source: str) -> bool:
+    """Whether ``model.pretrained=source`` names a checkpoint file rather than ``torchvision``."""
+    return source != "torchvision" and Path(source).suffix == ".ckpt"
+
+
+def check_pretrained_source(net_config: dict, source: str) -> tuple[str, Converter] | None:
     """The torchvision model and converter for ``source``'s weights of the network
-    ``net_config`` describes; ValueError when there are none."""
+    ``net_config`` describes, or None for a checkpoint path (read and checked when loaded, so a
+    classifier rebuilt from its own checkpoint does not need it); ValueError for anything else."""
+    if is_checkpoint_source(source):
+        return None
     if source != "torchvision":
-        raise ValueError(f"model.pretrained={source!r} is not known; use torchvision or null.")
+        raise ValueError(
+            f"model.pretrained={source!r} is not known; use torchvision, the path of a BYOL or "
+            "DINO checkpoint (.ckpt), or null."
+        )
     return torchvision_source(net_config)
 
 
+def load_checkpoint_backbone(net: nn.Module, net_config: dict, path: str | Path) -> None:
+    """Load the self-supervised backbone of the glimpse checkpoint ``path`` into ``net``, built
+    from ``net_config``; its head (``head.``/``fc.``) stays fresh. ValueError when the
+    checkpoint has no backbone to export or its backbone's parameters are not ``net``'s (any
+    network with the same parameter names and shapes takes them, e.g. torchvision's
+    ``resnet18`` and ``glimpse.models.resnet.resnet`` with ``arch=resnet18``)."""
+    from glimpse.run import load_task
+
+    task, meta = load_task(path)
+    if not hasattr(task, "exported_backbone"):
+        raise ValueError(
+            f"model.pretrained={path} is a {meta['task']} checkpoint, which has no "
+            "self-supervised backbone to export; use a BYOL or DINO checkpoint."
+        )
+    config, state = task.exported_backbone()
+    try:
+        fitted = fit_state_dict(net, state)
+    except ValueError as error:
+        raise ValueError(
+            f"{error} model.pretrained={path} holds the backbone of {config} (model.net="
+            f"{net_config}); build model.net as the backbone was."
+        ) from None
+    net.load_state_dict(fitted, strict=False)
+    log.info("Loaded %d tensors of the %s backbone of %s", len(fitted), meta["task"], path)
+
+
 def load_pretrained(net: nn.Module, net_config: dict, source: str) -> None:
-    """Load ``source``'s ImageNet weights (only ``"torchvision"``) into ``net``, which was
-    built from ``net_config``."""
+    """Load ``source``'s weights into ``net``, which was built from ``net_config``:
+    torchvision's ImageNet weights (``"torchvision"``) or the backbone of a BYOL or DINO
+    checkpoint (a ``.ckpt`` path, :func:`load_checkpoint_backbone`)."""
+    if is_checkpoint_source(source):
+        load_checkpoint_backbone(net, net_config, source)
+        return
     name, convert = check_pretrained_source(net_config, source)
     fitted = fit_state_dict(net, convert(torchvision_state_dict(name)))
     net.load_state_dict(fitted, strict=False)

@@ -20,6 +20,12 @@ stay interchangeable. To change the stored table itself (loading a 224 px checkp
 
 Names and constructor arguments follow timm's ``VisionTransformer``; LayerNorm ``eps=1e-6``
 and exact GELU as in the paper's code, timm and torchvision.
+
+CLIP's image tower (Radford et al. 2021) is this ViT with four options, all off by default:
+``pre_norm`` (a LayerNorm on ``z_0`` before the blocks, CLIP's ``ln_pre``), ``patch_bias=False``
+(no bias in the patch projection), ``act_layer="quick_gelu"`` (``x * sigmoid(1.702 x)``, the
+activation of OpenAI's released weights) and ``norm_eps=1e-5``. :class:`Block` with
+``causal=True`` is the masked block of CLIP's text Transformer.
 """
 
 from __future__ import annotations
@@ -32,6 +38,25 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from glimpse.models.attention_rollout import attention_rollout
+
+
+class QuickGELU(nn.Module):
+    """``x * sigmoid(1.702 x)``, the sigmoid approximation of GELU (Hendrycks & Gimpel 2016,
+    sec. 2) that OpenAI's CLIP models were trained with."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+#: The MLP activations, by config name.
+ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "quick_gelu": QuickGELU}
+
+
+def activation_layer(name: str) -> type[nn.Module]:
+    """The activation class called ``name`` in :data:`ACTIVATIONS`."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"act_layer={name!r} is not one of {', '.join(ACTIVATIONS)}.")
+    return ACTIVATIONS[name]
 
 
 def as_pair(size: int | Sequence[int]) -> tuple[int, int]:
@@ -99,7 +124,8 @@ class Attention(nn.Module):
 
     ``softmax(Q K^T / sqrt(d_head)) V`` per head, computed by
     :func:`torch.nn.functional.scaled_dot_product_attention`; with ``return_attention`` the
-    softmax is computed explicitly so the attention probabilities can be returned.
+    softmax is computed explicitly so the attention probabilities can be returned. With
+    ``causal`` token ``t`` attends to tokens ``0..t`` only (a language model's mask).
     """
 
     def __init__(
@@ -109,11 +135,13 @@ class Attention(nn.Module):
         qkv_bias: bool = True,
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
+        causal: bool = False,
     ) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"embed_dim={dim} is not divisible by num_heads={num_heads}.")
         self.num_heads = num_heads
+        self.causal = causal
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim)
@@ -131,21 +159,28 @@ class Attention(nn.Module):
         drop = self.attn_drop if self.training else 0.0
         attention = None
         if return_attention:
-            attention = (q @ k.transpose(-2, -1) * head_dim**-0.5).softmax(dim=-1)
+            scores = q @ k.transpose(-2, -1) * head_dim**-0.5
+            if self.causal:
+                future = torch.ones(length, length, dtype=torch.bool, device=x.device).triu(1)
+                scores = scores.masked_fill(future, float("-inf"))
+            attention = scores.softmax(dim=-1)
             out = F.dropout(attention, drop) @ v
         else:
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=self.causal)
         out = out.transpose(1, 2).reshape(batch, length, dim)
         return self.proj_drop(self.proj(out)), attention
 
 
 class Mlp(nn.Module):
-    """The MLP of eq. (3): ``Linear -> GELU -> Dropout -> Linear -> Dropout``, ``(B, T, D)``."""
+    """The MLP of eq. (3): ``Linear -> GELU -> Dropout -> Linear -> Dropout``, ``(B, T, D)``;
+    ``act_layer`` replaces the GELU."""
 
-    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0) -> None:
+    def __init__(
+        self, dim: int, hidden_dim: int, drop: float = 0.0, act_layer: type[nn.Module] = nn.GELU
+    ) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden_dim)
-        self.act = nn.GELU()
+        self.act = act_layer()
         self.drop1 = nn.Dropout(drop)
         self.fc2 = nn.Linear(hidden_dim, dim)
         self.drop2 = nn.Dropout(drop)
@@ -155,7 +190,11 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm encoder block, eqs. (2)-(3), each residual branch under stochastic depth."""
+    """Pre-norm encoder block, eqs. (2)-(3), each residual branch under stochastic depth.
+
+    ``causal`` masks the attention to earlier tokens, ``act_layer`` is the MLP's activation and
+    ``norm_eps`` the LayerNorms' epsilon.
+    """
 
     def __init__(
         self,
@@ -166,13 +205,16 @@ class Block(nn.Module):
         drop: float = 0.0,
         attn_drop: float = 0.0,
         drop_path: float = 0.0,
+        causal: bool = False,
+        act_layer: type[nn.Module] = nn.GELU,
+        norm_eps: float = 1e-6,
     ) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop, causal)
         self.drop_path = DropPath(drop_path)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop, act_layer)
 
     def forward(self, x: Tensor, return_attention: bool = False) -> tuple[Tensor, Tensor | None]:
         """``(B, T, D) -> ((B, T, D), attention (B, heads, T, T) or None)``."""
@@ -185,12 +227,14 @@ class PatchEmbed(nn.Module):
     """The patch projection ``x_p E`` of eq. (1): ``(B, C, H, W) -> (B, (H/P)(W/P), D)``.
 
     A Conv2d with kernel = stride = ``P`` applies the same linear map ``E`` to every patch;
-    tokens come out in row-major grid order.
+    tokens come out in row-major grid order; ``bias=False`` drops the projection's bias (CLIP).
     """
 
-    def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int, bias: bool = True) -> None:
         super().__init__()
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.proj = nn.Conv2d(
+            in_chans, embed_dim, kernel_size=patch_size, stride=patch_size, bias=bias
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.proj(x).flatten(2).transpose(1, 2)
@@ -205,9 +249,10 @@ class ConvStem(nn.Module):
     Tokens come out in the same row-major grid order as :class:`PatchEmbed`'s, one per
     ``P x P`` patch; each sees a slightly larger neighbourhood through the 3x3 kernels. The
     stem trains faster and more stably on small datasets than the linear projection.
+    ``bias=False`` drops the bias of the final 1x1 convolution.
     """
 
-    def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int, bias: bool = True) -> None:
         super().__init__()
         stages = patch_size.bit_length() - 1
         if patch_size < 2 or 2**stages != patch_size:
@@ -224,7 +269,7 @@ class ConvStem(nn.Module):
                 nn.ReLU(inplace=True),
             ]
             width_in = width
-        layers.append(nn.Conv2d(width_in, embed_dim, kernel_size=1))
+        layers.append(nn.Conv2d(width_in, embed_dim, kernel_size=1, bias=bias))
         self.proj = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -257,6 +302,11 @@ class VisionTransformer(nn.Module):
             ``drop_path_rate * l / (L - 1)``, rising linearly from 0.
         stem: ``patchify`` (the paper's linear patch projection, :class:`PatchEmbed`) or
             ``conv`` (:class:`ConvStem`, for training from scratch on small datasets).
+        pre_norm: a LayerNorm ``norm_pre`` on ``z_0`` before the first block (CLIP's
+            ``ln_pre``, timm's ``pre_norm``).
+        patch_bias: whether the patch projection has a bias (CLIP's has none).
+        act_layer: the MLP activation, ``gelu`` (exact) or ``quick_gelu`` (OpenAI's CLIP).
+        norm_eps: every LayerNorm's epsilon (CLIP's is PyTorch's default, 1e-5).
     """
 
     def __init__(
@@ -274,6 +324,10 @@ class VisionTransformer(nn.Module):
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         stem: str = "patchify",
+        pre_norm: bool = False,
+        patch_bias: bool = True,
+        act_layer: str = "gelu",
+        norm_eps: float = 1e-6,
     ) -> None:
         super().__init__()
         self.img_size = as_pair(img_size)
@@ -286,17 +340,29 @@ class VisionTransformer(nn.Module):
         self.embed_dim = self.num_features = embed_dim
         if stem not in STEMS:
             raise ValueError(f"model.net.stem={stem!r} is not one of {', '.join(STEMS)}.")
-        self.patch_embed = STEMS[stem](patch_size, in_chans, embed_dim)
+        self.patch_embed = STEMS[stem](patch_size, in_chans, embed_dim, bias=patch_bias)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         num_patches = self.grid_size[0] * self.grid_size[1]
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + num_patches, embed_dim))
         self.pos_drop = nn.Dropout(drop_rate)
+        self.norm_pre = nn.LayerNorm(embed_dim, eps=norm_eps) if pre_norm else nn.Identity()
         rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+        act = activation_layer(act_layer)
         self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, rate)
+            Block(
+                embed_dim,
+                num_heads,
+                mlp_ratio,
+                qkv_bias,
+                drop_rate,
+                attn_drop_rate,
+                rate,
+                act_layer=act,
+                norm_eps=norm_eps,
+            )
             for rate in rates
         )
-        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes else nn.Identity()
         self._init_weights()
 
@@ -350,7 +416,7 @@ class VisionTransformer(nn.Module):
         With ``return_attention`` also returns each block's attention probabilities
         ``(B, heads, 1 + N, 1 + N)``, first block first (for attention rollout).
         """
-        z = self.embed(x)
+        z = self.norm_pre(self.embed(x))
         attentions = []
         for block in self.blocks:
             z, attention = block(z, return_attention)
