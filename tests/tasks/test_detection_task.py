@@ -247,7 +247,11 @@ def _classifier_checkpoint(path: Path, arch: str = "resnet18", small_images: boo
     net = get_model(arch, weights=None, num_classes=7)
     net.layer4[1].bn2.running_mean.uniform_(-1.0, 1.0)
     state = {f"net.{key}": value for key, value in net.state_dict().items()}
-    config = {"_target_": "glimpse.models.resnet.resnet", "arch": arch, "small_images": small_images}
+    config = {
+        "_target_": "glimpse.models.resnet.resnet",
+        "arch": arch,
+        "small_images": small_images,
+    }
     torch.save({"state_dict": state, "hyper_parameters": {"net": config}}, path)
     return net.state_dict()
 
