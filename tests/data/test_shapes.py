@@ -255,3 +255,18 @@ def test_cli_writes_the_dataset_and_prints_a_one_line_summary(tmp_path):
     again = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert again.returncode == 2
     assert f"Target folder {root} is not empty" in again.stderr
+
+
+def test_a_folder_written_meanwhile_by_another_process_is_kept(tmp_path):
+    """Two runs generating the same dataset at once: the one finishing second must not delete
+    the folder the first has put in place (and may be reading), and leaves no partial folder."""
+    root = tmp_path / "shapes"
+    with shapes._staged(root, overwrite=False) as stage:
+        (stage / "mine.txt").write_text("second writer")
+        root.mkdir()
+        (root / "theirs.txt").write_text("first writer")
+    assert sorted(p.name for p in root.iterdir()) == ["theirs.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shapes"]
+    with shapes._staged(root, overwrite=True) as stage:
+        (stage / "mine.txt").write_text("replacement")
+    assert sorted(p.name for p in root.iterdir()) == ["mine.txt"]

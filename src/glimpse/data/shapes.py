@@ -470,6 +470,8 @@ def _staged(root: Path | str, overwrite: bool) -> Iterator[Path]:
 
     Raises ValueError naming ``root`` when it is a file, or a non-empty folder and not
     ``overwrite``. On failure the partial folder is removed and ``root`` is left as it was.
+    When another process has filled ``root`` meanwhile (two runs generating the same dataset),
+    its folder is kept and this one discarded, unless ``overwrite``.
     """
     root = Path(root).resolve()
     if root.exists() and not root.is_dir():
@@ -487,6 +489,10 @@ def _staged(root: Path | str, overwrite: bool) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+    if root.is_dir() and any(root.iterdir()) and not overwrite:
+        # Another process wrote the same folder meanwhile and may be reading it: keep it.
+        shutil.rmtree(stage, ignore_errors=True)
+        return
     if root.exists():
         shutil.rmtree(root)
     os.replace(stage, root)
