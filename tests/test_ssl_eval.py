@@ -96,6 +96,21 @@ def test_eval_py_linear_trains_a_probe_on_a_labelled_data_config(dino_run):
     assert len(list(data_dir.iterdir())) == 1  # the run's shapes, not generated again
 
 
+def test_eval_py_image_draws_a_dino_checkpoints_attention_maps(dino_run, tmp_path):
+    run_dir, _ = dino_run
+    image = next((run_dir.parent / "data").rglob("*.png"))
+    result = run_script(
+        "eval.py",
+        f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+        f"image={image}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (figure,) = (tmp_path / "logs").rglob(f"{image.stem}_attention_maps.png")
+    assert figure.stat().st_size > 0
+
+
 def test_the_linear_probe_separates_separable_features_of_any_scale():
     generator = torch.Generator().manual_seed(0)
     centres = torch.randn(4, 16, generator=generator) * 8

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from glimpse.callbacks.caption_figures import attention_figure
 from glimpse.callbacks.detection_figures import detection_figure
 from glimpse.callbacks.figures import save_figure
+from glimpse.callbacks.ssl_figures import attention_map_files
 from glimpse.compat import IncompatibleConfigError, check_compatible
 from glimpse.data.corpora import CorpusError
 from glimpse.data.detection_transforms import eval_transform as detection_eval_transform
@@ -277,6 +278,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             results["captions"] = caption_images(task, paths, crop_ratio, figure_dir)
         elif hasattr(task, "detect"):
             results["detections"] = detect_images(task, paths, figure_dir)
+        elif hasattr(task, "feature_network"):
+            results["attention_maps"] = attention_map_files(task, paths, crop_ratio, figure_dir)
         elif hasattr(task, "classify"):
             results["predictions"] = classify_images(task, paths, crop_ratio, cfg.num_classes_shown)
         else:

@@ -87,7 +87,8 @@ class ImageClassifier(GlimpseTask):
             cores; for CNNs on GPUs).
         figures: arguments of :class:`~glimpse.callbacks.classification_figures.
             ClassificationFigures` (confusion matrix and attention rollout); None for none.
-        pretrained: ``"torchvision"`` starts training from torchvision's ImageNet weights
+        pretrained: ``"torchvision"`` starts training from torchvision's ImageNet weights, a
+            BYOL or DINO checkpoint path (``.ckpt``) from its self-supervised backbone
             (:mod:`glimpse.models.pretrained`; a head of another size stays fresh). They are
             loaded when fitting starts, before a resumed run restores its checkpoint, and
             never when a checkpoint is rebuilt for evaluation.
