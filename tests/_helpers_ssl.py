@@ -3,16 +3,10 @@ overrides of seconds-long runs through train.py."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
-from conftest import CONF
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
 from torch.utils.data import DataLoader
 
 from glimpse.data.images import collate_labelled_images
@@ -137,22 +131,6 @@ def tiny_ssl_overrides(tmp_path: Path, model: str) -> list[str]:
         "callbacks.progress_bar=null",
         "callbacks.model_summary=null",
     ]
-
-
-def compose_eval(overrides: list[str], output_dir: Path) -> DictConfig:
-    """conf/eval.yaml composed as ``python eval.py <overrides>`` would, with the run directory
-    at ``output_dir``, installed as the current Hydra config."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("eval", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.runtime.cwd = os.getcwd()
-        cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
 
 
 def metric_rows(run_dir: Path) -> list[dict[str, float]]:

@@ -127,9 +127,20 @@ def small_model_overrides(model: str) -> list[str]:
 def compose_train(overrides: list[str], output_dir: Path) -> DictConfig:
     """Compose conf/train.yaml as Hydra would for `python train.py <overrides>`, with the run
     directory at ``output_dir``, and install it as the current Hydra config."""
+    return compose_config("train", overrides, output_dir)
+
+
+def compose_eval(overrides: list[str], output_dir: Path) -> DictConfig:
+    """conf/eval.yaml composed as for `python eval.py <overrides>`, like :func:`compose_train`."""
+    return compose_config("eval", overrides, output_dir)
+
+
+def compose_config(name: str, overrides: list[str], output_dir: Path) -> DictConfig:
+    """Compose conf/<name>.yaml with ``overrides``, run directory ``output_dir``, installed as
+    the current Hydra config (without its ``hydra`` node)."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+        cfg = compose(name, overrides=overrides, return_hydra_config=True)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(output_dir)
         cfg.hydra.runtime.cwd = os.getcwd()

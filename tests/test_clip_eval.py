@@ -5,17 +5,12 @@ set, image files classified by its zero-shot classes, and image-text retrieval r
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import pytest
 import torch
 from _helpers_clip import tiny_clip_overrides
-from conftest import CONF, compose_train, randomize_parameters, run_script, short_run
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from conftest import compose_eval, compose_train, randomize_parameters, run_script, short_run
 
 from glimpse.data.image_text import ImageTextDataModule
 from glimpse.data.images import open_rgb
@@ -24,22 +19,6 @@ from glimpse.evaluation.zeroshot import check_clip, checkpoint_transform, prompt
 from glimpse.metrics.retrieval import retrieval_recalls
 from glimpse.run import evaluate, load_task, train
 from glimpse.tasks.clip import first_of_each_image
-
-
-def compose_eval(overrides: list[str], output_dir: Path) -> DictConfig:
-    """conf/eval.yaml composed as ``python eval.py <overrides>`` would, run directory
-    ``output_dir``."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("eval", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.runtime.cwd = os.getcwd()
-        cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from _helpers_ssl import compose_eval, metric_rows, shrunk_shapes_experiment
-from conftest import compose_train, run_script
+from _helpers_ssl import metric_rows, shrunk_shapes_experiment
+from conftest import compose_eval, compose_train, run_script
 
 from glimpse.evaluation.features import SplitFeatures, labelled_features
 from glimpse.evaluation.linear_probe import topk_accuracy, train_linear_probe

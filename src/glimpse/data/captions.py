@@ -94,6 +94,24 @@ class CaptionSplit:
         }
 
 
+def readable_split(
+    split: CaptionSplit, name: str, num_workers: int, skip_corrupt: bool
+) -> CaptionSplit:
+    """``split`` with every image decoded once: an unreadable one raises, or with
+    ``skip_corrupt`` is left out with its captions (counted in a warning)
+    (:func:`~glimpse.data.images.readable_images`)."""
+    keep = readable_images(split.paths, num_workers, skip_corrupt, name)
+    if len(keep) == len(split.paths):
+        return split
+    return CaptionSplit(
+        names=tuple(split.names[i] for i in keep),
+        paths=tuple(split.paths[i] for i in keep),
+        captions=tuple(split.captions[i] for i in keep),
+        missing=split.missing,
+        uncaptioned=split.uncaptioned,
+    )
+
+
 def image_files(folder: Path) -> dict[str, Path]:
     """The files directly in ``folder`` by name (hidden files left out); empty when it does
     not exist."""
@@ -424,17 +442,10 @@ class CaptionDataModule(L.LightningDataModule):
     def _verified(self, name: str) -> CaptionSplit:
         """The split, its unreadable images raising or (``skip_corrupt``) left out."""
         split = self.split(name)
-        if not self.verify:
-            return split
-        keep = readable_images(split.paths, self.num_workers, self.skip_corrupt, name)
-        if len(keep) == len(split.paths):
-            return split
-        return CaptionSplit(
-            names=tuple(split.names[i] for i in keep),
-            paths=tuple(split.paths[i] for i in keep),
-            captions=tuple(split.captions[i] for i in keep),
-            missing=split.missing,
-            uncaptioned=split.uncaptioned,
+        return (
+            readable_split(split, name, self.num_workers, self.skip_corrupt)
+            if self.verify
+            else split
         )
 
     def display_image(self, split: str, name: str) -> Tensor:

@@ -68,6 +68,7 @@ from glimpse.data.captions import (
     SplitSource,
     check_disjoint,
     index_split,
+    readable_split,
 )
 from glimpse.data.coco_captions import CocoCaptionsDataModule
 from glimpse.data.flickr8k import Flickr8kDataModule
@@ -78,7 +79,6 @@ from glimpse.data.images import (
     ImageFolderDataModule,
     collate_labelled_images,
     open_rgb,
-    readable_images,
 )
 from glimpse.data.pair_files import file_sources, read_pair_file, seeded_split
 from glimpse.data.shapes import write_pairs
@@ -578,17 +578,10 @@ class ImageTextDataModule(L.LightningDataModule):
     def _verified(self, name: str) -> CaptionSplit:
         """The split, its unreadable images raising or (``skip_corrupt``) left out."""
         split = self.split(name)
-        if not self.verify:
-            return split
-        keep = readable_images(split.paths, self.num_workers, self.skip_corrupt, name)
-        if len(keep) == len(split.paths):
-            return split
-        return CaptionSplit(
-            names=tuple(split.names[i] for i in keep),
-            paths=tuple(split.paths[i] for i in keep),
-            captions=tuple(split.captions[i] for i in keep),
-            missing=split.missing,
-            uncaptioned=split.uncaptioned,
+        return (
+            readable_split(split, name, self.num_workers, self.skip_corrupt)
+            if self.verify
+            else split
         )
 
     def _pin(self) -> bool:
