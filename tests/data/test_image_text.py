@@ -350,6 +350,15 @@ def test_shapes_format_writes_its_set_once_and_adds_zero_shot_shapes(tmp_path):
     assert len(data.test_dataloader()) == 2
 
 
+def test_shapes_kinds_captions_are_written_to_a_folder_of_their_own(tmp_path):
+    data = module(tmp_path, format="shapes", source={"num_images": 6, "captions": "kinds"})
+    data.prepare_data()
+    rows = (tmp_path / "shapes_pairs_32_0_n6_s2_kinds" / "pairs.csv").read_text().splitlines()
+    assert all(caption.startswith(("a ", "an ")) for caption in (r.split(",")[1] for r in rows[1:]))
+    data.setup("fit")
+    assert data.spec.metadata["shapes"]["captions"] == "kinds"
+
+
 def test_spec_round_trips_through_its_dict_with_the_tokenizer(shapes_pairs):
     data = ready(module(shapes_pairs / "pairs.csv", context_length=40))
     spec = DataSpec.from_dict(json.loads(json.dumps(data.spec.to_dict())))

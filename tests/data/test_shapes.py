@@ -212,6 +212,22 @@ def test_pairs_rows_point_to_existing_images_with_one_caption_each(tmp_path):
         assert row["caption"].strip()
 
 
+def test_kinds_captions_name_the_kinds_only_largest_first(tmp_path):
+    scene_root = write_pairs(tmp_path / "scene", 8, SIZE, 4, max_shapes=2)
+    kinds_root = write_pairs(tmp_path / "kinds", 8, SIZE, 4, max_shapes=2, captions="kinds")
+    for index in range(8):
+        name = f"{index:06d}.jpg"
+        scene_pixels = np.asarray(Image.open(scene_root / "images" / name))
+        assert np.array_equal(scene_pixels, np.asarray(Image.open(kinds_root / "images" / name)))
+        scene = random_scene(scene_rng(4, index), SIZE, num_shapes=(1, 2))
+        largest_first = sorted(scene.shapes, key=lambda shape: -shape.size)
+        expected = " and ".join(f"a{'n' * (s.kind[0] in 'aeiou')} {s.kind}" for s in largest_first)
+        with open(kinds_root / "pairs.csv", newline="", encoding="utf-8") as handle:
+            assert list(csv.DictReader(handle))[index]["caption"] == expected
+    with pytest.raises(ValueError, match="captions='colours' must be one of scene, kinds"):
+        write_pairs(tmp_path / "bad", 2, SIZE, 0, captions="colours")
+
+
 @pytest.mark.parametrize("name", list(WRITERS))
 def test_writers_refuse_a_non_empty_folder_unless_overwrite(tmp_path, name):
     root = tmp_path / "taken"

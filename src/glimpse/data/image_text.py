@@ -112,7 +112,7 @@ SOURCE_OPTIONS: dict[str, dict[str, Any]] = {
         "base_url": None,
         "md5": None,
     },
-    "shapes": {"num_images": 5000, "seed": 0, "max_shapes": 2},
+    "shapes": {"num_images": 5000, "seed": 0, "max_shapes": 2, "captions": "scene"},
     "webdataset": {
         "shuffle_buffer": 1000,
         "samples_per_epoch": None,
@@ -346,6 +346,8 @@ class ImageTextDataModule(L.LightningDataModule):
         """Where the shapes format's set is written: its name holds every parameter."""
         o = self.options
         name = f"shapes_pairs_{self.image_size}_{o['seed']}_n{o['num_images']}_s{o['max_shapes']}"
+        if o["captions"] != "scene":
+            name += f"_{o['captions']}"
         return Path(self.path) / name
 
     def _caption_module(self) -> Flickr8kDataModule | CocoCaptionsDataModule:
@@ -368,6 +370,7 @@ class ImageTextDataModule(L.LightningDataModule):
                 self.image_size,
                 o["seed"],
                 max_shapes=o["max_shapes"],
+                captions=o["captions"],
             )
         elif self.format in ("flickr8k", "coco"):
             self._caption_module().prepare_data()
@@ -511,7 +514,8 @@ class ImageTextDataModule(L.LightningDataModule):
         }
         if self.format == "shapes":
             metadata["generator"] = "glimpse.data.shapes.write_pairs"
-            metadata["shapes"] = {k: self.options[k] for k in ("num_images", "seed", "max_shapes")}
+            shapes_keys = ("num_images", "seed", "max_shapes", "captions")
+            metadata["shapes"] = {k: self.options[k] for k in shapes_keys}
         if self.zeroshot is not None:
             metadata["zeroshot_classes"] = list(self.zeroshot.spec.class_names)
             metadata["zeroshot_data"] = type(self.zeroshot).__name__

@@ -653,6 +653,17 @@ def write_flickr8k(
     return Path(root)
 
 
+def kinds_caption(scene: Scene) -> str:
+    """The scene's shape kinds only, largest first, e.g. ``"a star and a circle"``: no colour,
+    size, place or background to match an image by."""
+    shapes = sorted(scene.shapes, key=lambda shape: -shape.size)
+    return " and ".join(_a(shape.kind) for shape in shapes)
+
+
+#: How :func:`write_pairs` captions a scene.
+PAIR_CAPTIONS = {"scene": describe, "kinds": lambda scene, rng: kinds_caption(scene)}
+
+
 def write_pairs(
     root: Path | str,
     num_images: int,
@@ -660,14 +671,19 @@ def write_pairs(
     seed: int,
     *,
     max_shapes: int = 3,
+    captions: str = "scene",
     overwrite: bool = False,
 ) -> Path:
     """Image-text pairs: ``root/images/<i>.jpg`` and ``root/pairs.csv`` with a header and
     columns ``image`` (path relative to ``root``) and ``caption``, one row per image. Image
-    ``i`` is drawn as in :func:`write_flickr8k`, with one caption from :func:`describe`."""
+    ``i`` is drawn as in :func:`write_flickr8k`, with one caption: ``captions="scene"`` from
+    :func:`describe` (colours, sizes, places, background), ``"kinds"`` from
+    :func:`kinds_caption` (the shape kinds only)."""
     _check_size(image_size)
     if num_images < 1:
         raise ValueError(f"num_images must be at least 1, not {num_images}.")
+    if captions not in PAIR_CAPTIONS:
+        raise ValueError(f"captions={captions!r} must be one of {', '.join(PAIR_CAPTIONS)}.")
     with _staged(root, overwrite) as stage:
         (stage / "images").mkdir()
         with open(stage / "pairs.csv", "w", newline="", encoding="utf-8") as handle:
@@ -678,7 +694,7 @@ def write_pairs(
                 scene = random_scene(rng, image_size, num_shapes=(1, max_shapes))
                 name = f"images/{index:06d}.jpg"
                 _save_jpeg(render(scene, image_size)[0], stage / name)
-                writer.writerow([name, describe(scene, rng)])
+                writer.writerow([name, PAIR_CAPTIONS[captions](scene, rng)])
     return Path(root)
 
 
