@@ -660,8 +660,8 @@ def kinds_caption(scene: Scene) -> str:
     return " and ".join(_a(shape.kind) for shape in shapes)
 
 
-#: How :func:`write_pairs` captions a scene.
-PAIR_CAPTIONS = {"scene": describe, "kinds": lambda scene, rng: kinds_caption(scene)}
+#: How :func:`write_pairs` may caption a scene.
+PAIR_CAPTIONS = ("scene", "kinds")
 
 
 def write_pairs(
@@ -694,7 +694,8 @@ def write_pairs(
                 scene = random_scene(rng, image_size, num_shapes=(1, max_shapes))
                 name = f"images/{index:06d}.jpg"
                 _save_jpeg(render(scene, image_size)[0], stage / name)
-                writer.writerow([name, PAIR_CAPTIONS[captions](scene, rng)])
+                caption = describe(scene, rng) if captions == "scene" else kinds_caption(scene)
+                writer.writerow([name, caption])
     return Path(root)
 
 
