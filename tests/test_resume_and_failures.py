@@ -62,3 +62,13 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(corpus,
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 10
     assert all(torch.isfinite(t).all() for t in last["state_dict"].values())
+
+
+def test_last_checkpoint_is_the_latest_step_even_when_the_metric_stops_improving(corpus, tmp_path):
+    """Asking for the largest val/loss makes the first validation the best; last.ckpt must still
+    hold the final step (Lightning's own save_last copies only when a best is written)."""
+    run_dir = tmp_path / "run"
+    train(compose_train(_overrides(corpus, tmp_path, "optimized_mode=max"), run_dir))
+    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert checkpoints == ["best_step0000010.ckpt", "last.ckpt"]
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 30
