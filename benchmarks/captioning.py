@@ -54,14 +54,11 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import logging
 import math
 import os
-import re
 import statistics
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -69,7 +66,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from machine import base_parser, clock, machine_info, set_threads, timed_fit
+from machine import base_parser, clock, machine_info, quiet_lightning, set_threads, timed_fit
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
@@ -450,15 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the parts, print their tables and write the JSON results."""
     args = parse_args(argv)
     set_threads(args.threads)
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    # Lightning's advice on workers (the cached loader reads in the main process), its note on
-    # the frozen encoder's modules in eval mode, and a deprecation inside Lightning itself.
-    for message in (
-        "does not have many workers",
-        "module(s) in eval mode",
-        "`isinstance(treespec, LeafSpec)`",
-    ):
-        warnings.filterwarnings("ignore", message=f".*{re.escape(message)}")
+    # Lightning also notes the frozen encoder's modules in eval mode.
+    quiet_lightning("module(s) in eval mode")
     info = {**machine_info(args.device, args.precision), "lightning": L.__version__}
     load_before = os.getloadavg()
     began = time.perf_counter()

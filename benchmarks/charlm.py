@@ -37,12 +37,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import re
 import statistics
 import tempfile
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -51,7 +48,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from machine import clock, machine_info, timed_fit
+from machine import clock, machine_info, quiet_lightning, timed_fit
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.optim.lr_scheduler import LambdaLR
@@ -357,14 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    # Lightning's advice on data loading workers and a deprecation inside Lightning itself.
-    for message in (
-        "does not have many workers",
-        "Your `IterableDataset` has `__len__`",
-        "`isinstance(treespec, LeafSpec)`",
-    ):
-        warnings.filterwarnings("ignore", message=f".*{re.escape(message)}")
+    # Lightning also warns that an IterableDataset has __len__.
+    quiet_lightning("Your `IterableDataset` has `__len__`")
     info = {**machine_info(args.device, args.precision), "lightning": L.__version__}
     began = time.perf_counter()
     results: dict[str, dict[str, Any]] = {}

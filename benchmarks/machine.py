@@ -4,8 +4,10 @@ setting and the common command-line options."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import platform
+import re
 import time
 import warnings
 from datetime import datetime, timezone
@@ -46,6 +48,19 @@ def machine_info(device_name: str, precision: str) -> dict[str, Any]:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "precision": precision,
     }
+
+
+#: Lightning's advice on data loading workers and a deprecation inside Lightning itself: noise
+#: in every benchmark that fits a task.
+LIGHTNING_NOISE = ("does not have many workers", "`isinstance(treespec, LeafSpec)`")
+
+
+def quiet_lightning(*messages: str) -> None:
+    """Lightning's log at warnings only, and its warnings containing :data:`LIGHTNING_NOISE` or
+    ``messages`` hidden, so a benchmark's output is its tables."""
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    for message in (*LIGHTNING_NOISE, *messages):
+        warnings.filterwarnings("ignore", message=f".*{re.escape(message)}")
 
 
 def set_threads(threads: int | None) -> None:

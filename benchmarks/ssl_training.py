@@ -50,13 +50,10 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import logging
 import os
-import re
 import statistics
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -64,7 +61,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from machine import base_parser, clock, machine_info, set_threads, timed_fit
+from machine import base_parser, clock, machine_info, quiet_lightning, set_threads, timed_fit
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
@@ -477,15 +474,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run every method, print the table and write the JSON results."""
     args = parse_args(argv)
     set_threads(args.threads)
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    # Lightning's advice on data loading workers, the validation the benchmark leaves out and a
-    # deprecation inside Lightning itself.
-    for message in (
-        "does not have many workers",
-        "but have no `val_dataloader`",
-        "`isinstance(treespec, LeafSpec)`",
-    ):
-        warnings.filterwarnings("ignore", message=f".*{re.escape(message)}")
+    # Lightning also notes the validation the benchmark leaves out.
+    quiet_lightning("but have no `val_dataloader`")
     info = {**machine_info(args.device, args.precision), "lightning": L.__version__}
     load_before = os.getloadavg()
     began = time.perf_counter()

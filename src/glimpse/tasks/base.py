@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any, ClassVar
 
 import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.optim.lr_scheduler import LambdaLR
 
 from glimpse.data.spec import DataSpec
-from glimpse.tasks.optim import adamw_with_decay_groups, warmup_cosine
+from glimpse.tasks.optim import adamw_with_decay_groups, warmup_cosine_schedule
 from glimpse.utils.provenance import code_version
 
 
@@ -46,17 +44,9 @@ class GlimpseTask(L.LightningModule):
         ``hparams.optimizer`` (lr, weight_decay, betas) and ``hparams.scheduler``
         (warmup_steps, min_lr_ratio)."""
         optimizer = adamw_with_decay_groups(self, **self.hparams["optimizer"])
-        schedule = self.hparams["scheduler"]
-        total = int(self.trainer.estimated_stepping_batches)
-        lr_lambda = partial(
-            warmup_cosine,
-            warmup_steps=int(schedule["warmup_steps"]),
-            total_steps=total,
-            min_lr_ratio=float(schedule["min_lr_ratio"]),
-        )
-        scheduler = LambdaLR(optimizer, lr_lambda)
-        schedule_config = {"scheduler": scheduler, "interval": "step"}
-        return {"optimizer": optimizer, "lr_scheduler": schedule_config}
+        total = self.trainer.estimated_stepping_batches
+        scheduler = warmup_cosine_schedule(optimizer, self.hparams["scheduler"], total)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def check_finite(self, loss: torch.Tensor) -> None:
         """Stop training, before the optimizer step, on a NaN or infinite loss."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import torch
@@ -13,7 +12,6 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 from torch.nn import functional as F
-from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MetricCollection
 from torchmetrics.text import BLEUScore
 
@@ -25,7 +23,7 @@ from glimpse.models.caption_search import Decoded, beam_search, greedy_decode
 from glimpse.models.captioning import doubly_stochastic_penalty
 from glimpse.models.pretrained import torchvision_state_dict
 from glimpse.tasks.base import GlimpseTask, plain
-from glimpse.tasks.optim import no_weight_decay_names, warmup_cosine
+from glimpse.tasks.optim import no_weight_decay_names, warmup_cosine_schedule
 
 log = logging.getLogger(__name__)
 
@@ -231,14 +229,8 @@ class Captioner(GlimpseTask):
         optimizer = torch.optim.AdamW(
             [g for g in groups if g["params"]], betas=tuple(settings.get("betas", (0.9, 0.999)))
         )
-        schedule = self.hparams["scheduler"]
-        lr_lambda = partial(
-            warmup_cosine,
-            warmup_steps=int(schedule["warmup_steps"]),
-            total_steps=int(self.trainer.estimated_stepping_batches),
-            min_lr_ratio=float(schedule["min_lr_ratio"]),
-        )
-        scheduler = {"scheduler": LambdaLR(optimizer, lr_lambda), "interval": "step"}
+        total = self.trainer.estimated_stepping_batches
+        scheduler = warmup_cosine_schedule(optimizer, self.hparams["scheduler"], total)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def configure_callbacks(self) -> list[Callback]:

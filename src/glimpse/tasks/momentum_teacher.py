@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import copy
 import math
-from functools import partial
 from typing import Any, ClassVar
 
 import torch
@@ -46,7 +45,6 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 from torch.nn import functional as F
-from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.classification import MulticlassAccuracy
 
 from glimpse.callbacks.ssl_figures import AttentionMapFigures, has_attention_maps
@@ -56,7 +54,7 @@ from glimpse.models.backbones import feature_backbone
 from glimpse.models.momentum import cosine_momentum, cosine_schedule, ema_update_
 from glimpse.tasks.base import GlimpseTask, plain
 from glimpse.tasks.lars import LARS
-from glimpse.tasks.optim import no_weight_decay_names, warmup_cosine
+from glimpse.tasks.optim import no_weight_decay_names, warmup_cosine_schedule
 
 OPTIMIZERS = ("adamw", "lars")
 OPTIMIZER_KEYS = frozenset(
@@ -347,14 +345,7 @@ class MomentumTeacherTask(GlimpseTask):
                 betas=tuple(settings.get("betas", (0.9, 0.999))),
                 eps=float(settings.get("eps", 1e-8)),
             )
-        schedule = self.hparams["scheduler"]
-        lr_lambda = partial(
-            warmup_cosine,
-            warmup_steps=int(schedule["warmup_steps"]),
-            total_steps=self.total_steps,
-            min_lr_ratio=float(schedule["min_lr_ratio"]),
-        )
-        scheduler = {"scheduler": LambdaLR(optimizer, lr_lambda), "interval": "step"}
+        scheduler = warmup_cosine_schedule(optimizer, self.hparams["scheduler"], self.total_steps)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def configure_callbacks(self) -> list[Callback]:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+from functools import partial
+from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
 
 
 def no_weight_decay_names(module: nn.Module) -> set[str]:
@@ -53,3 +56,17 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: 
         return min_lr_ratio
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return min_lr_ratio + 0.5 * (1 - min_lr_ratio) * (1 + math.cos(math.pi * progress))
+
+
+def warmup_cosine_schedule(
+    optimizer: torch.optim.Optimizer, schedule: dict[str, Any], total_steps: int
+) -> dict[str, Any]:
+    """Lightning's ``lr_scheduler`` entry for :func:`warmup_cosine` stepped every optimizer
+    step, from ``schedule``'s ``warmup_steps`` and ``min_lr_ratio``."""
+    lr_lambda = partial(
+        warmup_cosine,
+        warmup_steps=int(schedule["warmup_steps"]),
+        total_steps=int(total_steps),
+        min_lr_ratio=float(schedule["min_lr_ratio"]),
+    )
+    return {"scheduler": LambdaLR(optimizer, lr_lambda), "interval": "step"}
