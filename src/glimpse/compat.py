@@ -7,8 +7,10 @@ from pathlib import Path
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
+from glimpse.errors import ConfigError
 
-class IncompatibleConfigError(ValueError):
+
+class IncompatibleConfigError(ConfigError):
     """The chosen model (task) cannot train on the chosen data."""
 
 

@@ -15,13 +15,15 @@ import hashlib
 import sysconfig
 from pathlib import Path
 
+from glimpse.errors import DataError
+
 SHAKESPEARE_URL = (
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 )
 SHAKESPEARE_MD5 = "6fb458f1232090904fb40fe944165e91"
 
 
-class CorpusError(ValueError):
+class CorpusError(DataError):
     """A corpus file is missing or unreadable."""
 
 

@@ -21,11 +21,9 @@ from pathlib import Path
 
 from rich.progress import Progress
 
+from glimpse.errors import DownloadError
+
 CHUNK_BYTES = 1 << 20
-
-
-class DownloadError(RuntimeError):
-    """A download failed or produced a file whose checksum is wrong."""
 
 
 def file_digest(path: Path, algorithm: str = "md5") -> str:

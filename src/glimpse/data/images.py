@@ -51,6 +51,7 @@ from glimpse.data.device_decode import (
 )
 from glimpse.data.shapes import write_imagefolder
 from glimpse.data.spec import LABELLED_IMAGES, DataSpec, LabelledImages
+from glimpse.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ STAGE_SPLITS = {
 SHOWN_BAD_FILES = 5
 
 
-class CorruptImageError(ValueError):
+class CorruptImageError(DataError):
     """An image file cannot be decoded (truncated, corrupt or not an image)."""
 
 

@@ -54,6 +54,7 @@ from webdataset.tariterators import group_by_keys, tar_file_expander
 from webdataset.utils import pytorch_worker_info
 
 from glimpse.data.images import SHOWN_BAD_FILES, CorruptImageError, open_rgb
+from glimpse.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ TEXT_KEYS = ("txt", "json")
 JSON_CAPTION = "caption"
 
 
-class ShardError(RuntimeError):
+class ShardError(DataError, RuntimeError):
     """A shard cannot be opened or read as a tar archive."""
 
 

@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from glimpse.data.spec import DataSpec
 from glimpse.tasks.optim import adamw_with_decay_groups, warmup_cosine_schedule
+from glimpse.errors import TrainingDivergedError
 from glimpse.utils.provenance import code_version
 
 
@@ -51,7 +52,7 @@ class GlimpseTask(L.LightningModule):
     def check_finite(self, loss: torch.Tensor) -> None:
         """Stop training, before the optimizer step, on a NaN or infinite loss."""
         if not torch.isfinite(loss):
-            raise FloatingPointError(
+            raise TrainingDivergedError(
                 f"Training loss became {loss.item()} at global step {self.global_step} "
                 f"(epoch {self.current_epoch}); training stopped and the last checkpoint was "
                 "kept. Lower optimizer.lr or set trainer.gradient_clip_val."
