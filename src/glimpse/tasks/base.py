@@ -9,8 +9,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from glimpse.data.spec import DataSpec
+from glimpse.errors import ConfigError, TrainingDivergedError
 from glimpse.tasks.optim import adamw_with_decay_groups, warmup_cosine_schedule
-from glimpse.errors import TrainingDivergedError
+from glimpse.prediction import Prediction, PredictionInputs, PredictionOptions
 from glimpse.utils.provenance import code_version
 
 
@@ -29,9 +30,18 @@ class GlimpseTask(L.LightningModule):
     and call ``save_hyperparameters()`` with ``spec`` among their arguments, so the checkpoint
     alone rebuilds them. :meth:`on_save_checkpoint` adds the run's resolved config and the code
     version under the key ``"glimpse"``.
+
+    Inference on what a user names (``eval.py image=...``, ``text=``, ``prompt=``): a task lists
+    those inputs in :attr:`PREDICTS_FROM` and implements :meth:`predict_inputs`
+    (:mod:`glimpse.prediction`).
     """
 
     ACCEPTS: ClassVar[frozenset[str]] = frozenset()
+    #: The eval.py inputs (``image``, ``text``, ``prompt``) this task predicts from.
+    PREDICTS_FROM: ClassVar[frozenset[str]] = frozenset()
+    #: Whether eval.py also predicts after the test split when it names no input (a language
+    #: model's sample from its default prompt).
+    PREDICTS_AFTER_TEST: ClassVar[bool] = False
 
     #: The resolved run config, set by :func:`glimpse.run.train`; saved in checkpoints.
     run_config: dict[str, Any] | None = None
@@ -57,6 +67,32 @@ class GlimpseTask(L.LightningModule):
                 f"(epoch {self.current_epoch}); training stopped and the last checkpoint was "
                 "kept. Lower optimizer.lr or set trainer.gradient_clip_val."
             )
+
+    def predict_from(
+        self, inputs: PredictionInputs, options: PredictionOptions
+    ) -> list[Prediction]:
+        """:meth:`predict_inputs` in eval mode without gradients, after checking that this task
+        predicts from every input given (ConfigError naming those it takes otherwise)."""
+        unsupported = [key for key in inputs.given if key not in self.PREDICTS_FROM]
+        if unsupported:
+            takes = ", ".join(f"{key}=" for key in sorted(self.PREDICTS_FROM)) or "no inputs"
+            raise ConfigError(
+                f"{type(self).__name__} does not predict from "
+                f"{', '.join(key + '=' for key in unsupported)}; it takes {takes}."
+            )
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                return self.predict_inputs(inputs, options)
+        finally:
+            self.train(was_training)
+
+    def predict_inputs(
+        self, inputs: PredictionInputs, options: PredictionOptions
+    ) -> list[Prediction]:
+        """One :class:`Prediction` per input; tasks with :attr:`PREDICTS_FROM` override this."""
+        return []
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["glimpse"] = {
