@@ -61,7 +61,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 from torchvision.ops import box_convert, generalized_box_iou
 
-from glimpse.data.spec import DetectionTarget
+from glimpse.batches import DetectionTarget
 from glimpse.models import matcher as matcher_module
 from glimpse.models.detr import DETR, detr_r50, detr_small
 from glimpse.models.detr_loss import SetCriterion

@@ -25,7 +25,7 @@ What is left out of both sides, so that they compute the same numbers: the onlin
 stochastic depth (DINO's ViT-S has drop path 0.1 in the student; its random masks would differ)
 and the freezing of DINO's last layer in the first epoch (a frozen 65536 x 256 layer is skipped
 by AdamW, which would time a step unlike the rest of training). The batch is one fixed random
-:class:`~glimpse.data.spec.MultiViewImages` already on the device, so the input pipeline is not
+:class:`~glimpse.batches.MultiViewImages` already on the device, so the input pipeline is not
 timed (``benchmarks/classification.py`` times it).
 
 Sizes: by default small enough for a CPU (``--batch-size 8``, BYOL at 96 px, DINO 2 x 96 px +
@@ -67,7 +67,8 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, Dataset
 
-from glimpse.data.spec import MULTI_VIEW_IMAGES, DataSpec, MultiViewImages
+from glimpse.batches import MULTI_VIEW_IMAGES, MultiViewImages
+from glimpse.data.spec import DataSpec
 from glimpse.models.momentum import cosine_momentum, cosine_schedule, ema_update_
 from glimpse.models.momentum import teacher_temperature as dino_teacher_temperature
 from glimpse.models.ssl_losses import DINOLoss, byol_symmetric_loss

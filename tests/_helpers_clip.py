@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from glimpse.batches import IMAGE_TEXT
 from glimpse.data.bpe import BPETokenizer
-from glimpse.data.spec import IMAGE_TEXT, DataSpec
+from glimpse.data.spec import DataSpec
 
 ZEROSHOT_CLASSES = ["circle", "square", "triangle", "star"]
 CAPTIONS = [

@@ -9,9 +9,10 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from glimpse.batches import MULTI_VIEW_IMAGES
 from glimpse.data.images import collate_labelled_images
 from glimpse.data.multiview import collate_multi_view
-from glimpse.data.spec import MULTI_VIEW_IMAGES, DataSpec
+from glimpse.data.spec import DataSpec
 from glimpse.tasks.byol import BYOL
 from glimpse.tasks.dino import DINO
 

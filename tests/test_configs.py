@@ -11,8 +11,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from glimpse.batches import TEXT
 from glimpse.compat import IncompatibleConfigError, check_compatible, data_configs_by_kind
-from glimpse.data.spec import TEXT, DataSpec
+from glimpse.data.spec import DataSpec
 from glimpse.models.char_rnn import count_parameters
 
 GROUPS = [

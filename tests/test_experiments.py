@@ -14,8 +14,9 @@ from conftest import (
 )
 from hydra.utils import instantiate
 
+from glimpse.batches import LABELLED_IMAGES
 from glimpse.data.imagenette import IMAGENETTE_CLASSES
-from glimpse.data.spec import LABELLED_IMAGES, DataSpec
+from glimpse.data.spec import DataSpec
 from glimpse.run import train
 
 

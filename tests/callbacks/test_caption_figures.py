@@ -12,12 +12,12 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
+from glimpse.batches import CaptionedImages
 from glimpse.callbacks.caption_figures import (
     CaptionFigures,
     attention_figure,
     caption_grid_figure,
 )
-from glimpse.data.spec import CaptionedImages
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 GRID = (2, 2)

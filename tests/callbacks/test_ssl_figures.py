@@ -13,6 +13,7 @@ from _helpers_ssl import byol_task, dino_task
 from lightning.pytorch.loggers import WandbLogger
 from PIL import Image
 
+from glimpse.batches import LabelledImages
 from glimpse.callbacks.ssl_figures import (
     AttentionMapFigures,
     attention_map_figure,
@@ -20,7 +21,6 @@ from glimpse.callbacks.ssl_figures import (
     class_token_attention,
     has_attention_maps,
 )
-from glimpse.data.spec import LabelledImages
 from glimpse.models.vit import vit_test
 
 

@@ -16,6 +16,7 @@ import torch
 from conftest import md5
 from PIL import Image
 
+from glimpse.batches import CAPTIONED_IMAGES, CaptionedImages
 from glimpse.data import flickr8k as flickr8k_module
 from glimpse.data.captions import CaptionSample, collate_captions
 from glimpse.data.coco_captions import CocoCaptionsDataModule
@@ -27,7 +28,7 @@ from glimpse.data.flickr8k import (
     Flickr8kDataModule,
     ShapesCaptionsDataModule,
 )
-from glimpse.data.spec import CAPTIONED_IMAGES, CaptionedImages, DataSpec
+from glimpse.data.spec import DataSpec
 from glimpse.data.word_tokenizer import WordTokenizer
 
 SIZE = 16

@@ -19,6 +19,7 @@ from hydra.utils import instantiate
 from PIL import Image
 from pycocotools.coco import COCO
 
+from glimpse.batches import DETECTION, DetectionBatch
 from glimpse.data.coco import (
     ARCHIVES,
     PUBLISHED_MD5,
@@ -29,7 +30,7 @@ from glimpse.data.download import DownloadError
 from glimpse.data.images import CorruptImageError
 from glimpse.data.shapes import KINDS
 from glimpse.data.shapes_detection import ShapesDetectionDataModule
-from glimpse.data.spec import DETECTION, DataSpec, DetectionBatch
+from glimpse.data.spec import DataSpec
 
 WIDTH, HEIGHT = 64, 48
 MEAN, STD = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)

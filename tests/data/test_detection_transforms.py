@@ -8,6 +8,7 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from glimpse.batches import DetectionTarget
 from glimpse.data.detection_transforms import (
     MIN_BOX_PX,
     DetectionSample,
@@ -17,7 +18,6 @@ from glimpse.data.detection_transforms import (
     to_target,
     train_transform,
 )
-from glimpse.data.spec import DetectionTarget
 
 MEAN, STD = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
 

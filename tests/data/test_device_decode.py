@@ -22,6 +22,7 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
+from glimpse.batches import LabelledImages
 from glimpse.data.device_decode import (
     EXIF_ORIENTATION,
     EncodedImages,
@@ -30,7 +31,6 @@ from glimpse.data.device_decode import (
     read_encoded,
 )
 from glimpse.data.images import CorruptImageError, ImageFolderDataModule, open_rgb
-from glimpse.data.spec import LabelledImages
 
 SIZE = 32
 BATCH = 4

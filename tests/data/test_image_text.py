@@ -19,6 +19,7 @@ from conftest import CONF, SHARED_DATA, compose_train
 from hydra.utils import instantiate
 from PIL import Image
 
+from glimpse.batches import IMAGE_TEXT, ImageTextPairs, LabelledImages
 from glimpse.compat import IncompatibleConfigError, check_compatible, data_configs_by_kind
 from glimpse.data.bpe import BPETokenizer, clean
 from glimpse.data.image_text import (
@@ -38,7 +39,7 @@ from glimpse.data.shapes import (
     write_flickr8k,
     write_pairs,
 )
-from glimpse.data.spec import IMAGE_TEXT, DataSpec, ImageTextPairs, LabelledImages
+from glimpse.data.spec import DataSpec
 from glimpse.data.tar_shards import ShardError, TarShardPairs
 
 SIZE = 32

@@ -18,6 +18,7 @@ from conftest import LocalServer as Server
 from conftest import compose_train, md5, tiny_image_overrides, write_imagenette_tree
 from PIL import Image
 
+from glimpse.batches import LABELLED_IMAGES
 from glimpse.data import imagenette as imagenette_module
 from glimpse.data.download import DownloadError
 from glimpse.data.imagenette import (
@@ -27,7 +28,6 @@ from glimpse.data.imagenette import (
     ImagenetteDataModule,
     release_name,
 )
-from glimpse.data.spec import LABELLED_IMAGES
 from glimpse.run import train
 
 SIZE = 32

@@ -12,6 +12,7 @@ import torch
 from conftest import SHARED_DATA
 from PIL import Image
 
+from glimpse.batches import LABELLED_IMAGES, LabelledImages
 from glimpse.data.imagenette import IMAGENETTE_CLASSES
 from glimpse.data.images import (
     ALPHA_BACKGROUND,
@@ -23,7 +24,6 @@ from glimpse.data.images import (
     train_transform,
 )
 from glimpse.data.shapes import KINDS, write_imagefolder
-from glimpse.data.spec import LABELLED_IMAGES, LabelledImages
 
 SIZE = 32
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -13,12 +13,13 @@ from conftest import CONF, SHARED_DATA, compose_train
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from glimpse.batches import MULTI_VIEW_IMAGES, LabelledImages, MultiViewImages
 from glimpse.compat import IncompatibleConfigError, check_compatible, data_configs_by_kind
 from glimpse.data.imagenette import IMAGENETTE_CLASSES
 from glimpse.data.images import ImageFolderDataModule, eval_transform, open_rgb
 from glimpse.data.multiview import MultiViewDataModule, labelled_loader
 from glimpse.data.shapes import KINDS, write_imagefolder
-from glimpse.data.spec import MULTI_VIEW_IMAGES, DataSpec, LabelledImages, MultiViewImages
+from glimpse.data.spec import DataSpec
 
 SIZE = 32
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

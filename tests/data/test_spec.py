@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from glimpse.data.spec import LABELLED_IMAGES, TEXT, DataSpec
+from glimpse.batches import LABELLED_IMAGES, TEXT
+from glimpse.data.spec import DataSpec
 
 
 def test_image_spec_round_trips_through_plain_lists():

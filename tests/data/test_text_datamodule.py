@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from glimpse.batches import TEXT
 from glimpse.data.corpora import CorpusError
 from glimpse.data.download import DownloadError
-from glimpse.data.spec import TEXT
 from glimpse.data.text import CharTextDataModule
 from glimpse.data.vocab import UNKNOWN, CharVocab
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from glimpse.data.spec import TEXT, DataSpec
+from glimpse.batches import TEXT
+from glimpse.data.spec import DataSpec
 from glimpse.data.vocab import UNKNOWN, CharVocab
 
 TRAIN_TEXT = "Hello, wörld! café ─┼─ 🙂 tab\tnew\nline"

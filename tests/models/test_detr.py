@@ -12,7 +12,7 @@ from torch import nn
 from torch.testing import assert_close
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from glimpse.data.spec import DetectionTarget
+from glimpse.batches import DetectionTarget
 from glimpse.models.detr import (
     Attention,
     Backbone,

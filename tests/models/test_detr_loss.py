@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 from torch.testing import assert_close
 from torchvision import ops
 
-from glimpse.data.spec import DetectionTarget
+from glimpse.batches import DetectionTarget
 from glimpse.models.detr import DETROutput
 from glimpse.models.detr_loss import SetCriterion, cardinality_error, postprocess
 from glimpse.models.matcher import HungarianMatcher

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchvision import ops
 
-from glimpse.data.spec import DetectionTarget
+from glimpse.batches import DetectionTarget
 from glimpse.models.matcher import HungarianMatcher
 
 C = 4

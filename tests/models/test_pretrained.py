@@ -10,7 +10,8 @@ import torch
 from torchvision.models import get_model, get_model_weights
 from torchvision.models.vision_transformer import VisionTransformer as TorchvisionViT
 
-from glimpse.data.spec import LABELLED_IMAGES, DataSpec
+from glimpse.batches import LABELLED_IMAGES
+from glimpse.data.spec import DataSpec
 from glimpse.models.convert.torchvision_vit import vit_state_from_torchvision
 from glimpse.models.pretrained import fit_state_dict
 from glimpse.models.vit import VisionTransformer, resize_position_embedding

@@ -11,8 +11,9 @@ from conftest import compose_train, short_run, tiny_image_overrides
 from hydra.utils import instantiate
 from torch.nn import functional as F
 
+from glimpse.batches import LABELLED_IMAGES
 from glimpse.compat import IncompatibleConfigError
-from glimpse.data.spec import LABELLED_IMAGES, DataSpec
+from glimpse.data.spec import DataSpec
 from glimpse.run import load_task, train
 from glimpse.tasks.byol import BYOL
 from glimpse.tasks.classification import ImageClassifier

@@ -12,8 +12,9 @@ from conftest import compose_train, run_script, short_run, tiny_caption_override
 from hydra.utils import instantiate
 from torchvision.models import get_model, get_model_weights
 
+from glimpse.batches import CAPTIONED_IMAGES, CaptionedImages
 from glimpse.compat import IncompatibleConfigError
-from glimpse.data.spec import CAPTIONED_IMAGES, CaptionedImages, DataSpec
+from glimpse.data.spec import DataSpec
 from glimpse.data.word_tokenizer import SPECIALS
 from glimpse.models.captioning import doubly_stochastic_penalty
 from glimpse.run import load_task, train

@@ -14,8 +14,9 @@ from conftest import compose_train, randomize_parameters
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
+from glimpse.batches import IMAGE_TEXT, ImageTextPairs, LabelledImages
 from glimpse.data.bpe import BPETokenizer
-from glimpse.data.spec import IMAGE_TEXT, DataSpec, ImageTextPairs, LabelledImages
+from glimpse.data.spec import DataSpec
 from glimpse.metrics.retrieval import retrieval_recalls
 from glimpse.models.clip_loss import clip_loss
 from glimpse.models.zeroshot import zero_shot_classifier

@@ -12,10 +12,11 @@ from conftest import compose_train, run_script, short_run
 from torchmetrics.detection import MeanAveragePrecision
 from torchvision.models import ResNet18_Weights, get_model
 
+from glimpse.batches import DETECTION
 from glimpse.compat import IncompatibleConfigError
 from glimpse.data.coco import load_coco
 from glimpse.data.shapes import write_coco
-from glimpse.data.spec import DETECTION, DataSpec
+from glimpse.data.spec import DataSpec
 from glimpse.metrics.coco_detection import BOX_METRICS, CocoBoxMAP, coco_box_metrics
 from glimpse.run import train
 from glimpse.tasks.detection import Detector

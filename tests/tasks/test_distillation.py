@@ -12,7 +12,8 @@ from conftest import random_images
 from torch import nn
 from torch.testing import assert_close
 
-from glimpse.data.spec import LABELLED_IMAGES, DataSpec
+from glimpse.batches import LABELLED_IMAGES
+from glimpse.data.spec import DataSpec
 from glimpse.models.deit import DistilledVisionTransformer
 from glimpse.tasks.classification import ImageClassifier, batch_mixing
 from glimpse.tasks.distillation import DistillationClassifier, FrozenTeacher

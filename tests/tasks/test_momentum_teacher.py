@@ -12,7 +12,8 @@ import torch
 from _helpers_ssl import byol_task, dino_task, labelled_loader, multi_view_loader, views_batch
 from torch.nn import functional as F
 
-from glimpse.data.spec import LABELLED_IMAGES, DataSpec
+from glimpse.batches import LABELLED_IMAGES
+from glimpse.data.spec import DataSpec
 from glimpse.metrics.knn import knn_accuracy
 
 

@@ -99,7 +99,7 @@ class CaptionFigures(FigureCallback):
     and draw them with their references, plus one attention picture per image when the decoder
     attends.
 
-    Batches are :class:`~glimpse.data.spec.CaptionedImages`. With normalised images
+    Batches are :class:`~glimpse.batches.CaptionedImages`. With normalised images
     ``(B, 3, H, W)`` the pictures show them unnormalised with the spec's mean and std; with
     cached encoder grids ``(B, N, D)`` the grids are captioned and the pictures come from
     ``trainer.datamodule.display_image("val", name)``.

@@ -40,6 +40,7 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from glimpse.batches import CAPTIONED_IMAGES, CaptionedImages
 from glimpse.data.feature_cache import cache_digest, cached_features
 from glimpse.data.images import (
     IMAGENET_MEAN,
@@ -51,7 +52,7 @@ from glimpse.data.images import (
     open_rgb,
     readable_images,
 )
-from glimpse.data.spec import CAPTIONED_IMAGES, CaptionedImages, DataSpec
+from glimpse.data.spec import DataSpec
 from glimpse.data.word_tokenizer import WordTokenizer, tokenize
 
 log = logging.getLogger(__name__)

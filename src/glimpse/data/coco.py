@@ -56,6 +56,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from glimpse.batches import DETECTION
 from glimpse.data.detection_transforms import (
     DETR_SCALES,
     DetectionSample,
@@ -75,7 +76,7 @@ from glimpse.data.images import (
     CorruptImageError,
     to_rgb,
 )
-from glimpse.data.spec import DETECTION, DataSpec
+from glimpse.data.spec import DataSpec
 
 log = logging.getLogger(__name__)
 

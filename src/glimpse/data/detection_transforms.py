@@ -29,7 +29,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from glimpse.data.spec import DetectionBatch, DetectionTarget
+from glimpse.batches import DetectionBatch, DetectionTarget
 
 #: DETR's training scales: the shorter side is drawn from 480, 512, ..., 800 px.
 DETR_SCALES = tuple(range(480, 801, 32))

@@ -16,7 +16,7 @@ DataLoader workers only read files, and the batch is decoded and augmented where
    batch in one :func:`~torchvision.io.decode_jpeg` call on the labels' device (nvJPEG on
    CUDA), turns each image upright, applies the split's transforms image by image (the same
    torchvision.transforms.v2 pipelines as the CPU path, on uint8 tensors on the device) and
-   stacks a :class:`~glimpse.data.spec.LabelledImages` batch.
+   stacks a :class:`~glimpse.batches.LabelledImages` batch.
 
 EXIF orientation: nvJPEG ignores it (``decode_jpeg``'s ``apply_exif_orientation`` only works on
 the CPU), so the orientation tag is read in the worker and applied after decoding by
@@ -46,7 +46,7 @@ from PIL import Image
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from glimpse.data.spec import LabelledImages
+from glimpse.batches import LabelledImages
 
 #: EXIF tag of the orientation, 1 (upright) to 8.
 EXIF_ORIENTATION = 0x0112
@@ -194,7 +194,7 @@ def decode_to_labelled_images(
     batch: EncodedImages, transform: Callable[[Tensor], Tensor], fallback: Decoder
 ) -> LabelledImages:
     """Decode ``batch`` on its labels' device and apply ``transform`` to each upright uint8
-    image ``(3, H, W)``: a :class:`~glimpse.data.spec.LabelledImages` batch with images
+    image ``(3, H, W)``: a :class:`~glimpse.batches.LabelledImages` batch with images
     ``(B, 3, S, S)`` float32 on that device. ``fallback`` decodes on the CPU what the device's
     decoder cannot (see :func:`decode_images`)."""
     device = batch.labels.device

@@ -1,5 +1,5 @@
 """Image-text pairs for CLIP (Radford et al. 2021) as a LightningDataModule yielding
-:class:`~glimpse.data.spec.ImageTextPairs`.
+:class:`~glimpse.batches.ImageTextPairs`.
 
 Sources (``format``) and what ``path`` names for each:
 
@@ -40,7 +40,7 @@ the spec's ``tokenizer``, and ``spec.metadata["context_length"]`` the token sequ
 ``zeroshot``, a labelled image datamodule (:class:`~glimpse.data.images.ImageFolderDataModule`
 or a subclass: shapes, imagenette, imagefolder; Hydra builds it from its config), adds its val
 (and test) images, with this datamodule's evaluation transform, as a second loader of
-:class:`~glimpse.data.spec.LabelledImages` after the pairs, and its class names as
+:class:`~glimpse.batches.LabelledImages` after the pairs, and its class names as
 ``spec.metadata["zeroshot_classes"]``, for zero-shot classification during training.
 """
 
@@ -62,6 +62,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import InterpolationMode, v2
 
+from glimpse.batches import IMAGE_TEXT, ImageTextPairs
 from glimpse.data.bpe import CONTEXT_LENGTH, BPETokenizer
 from glimpse.data.captions import (
     CaptionSplit,
@@ -82,7 +83,7 @@ from glimpse.data.images import (
 )
 from glimpse.data.pair_files import file_sources, read_pair_file, seeded_split
 from glimpse.data.shapes import write_pairs
-from glimpse.data.spec import IMAGE_TEXT, DataSpec, ImageTextPairs
+from glimpse.data.spec import DataSpec
 from glimpse.data.tar_shards import (
     IMAGE_KEYS,
     TEXT_KEYS,

@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader, default_collate
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
+from glimpse.batches import LABELLED_IMAGES, LabelledImages
 from glimpse.data.device_decode import (
     EncodedImages,
     collate_encoded,
@@ -50,7 +51,7 @@ from glimpse.data.device_decode import (
     read_encoded,
 )
 from glimpse.data.shapes import write_imagefolder
-from glimpse.data.spec import LABELLED_IMAGES, DataSpec, LabelledImages
+from glimpse.data.spec import DataSpec
 from glimpse.errors import DataError
 
 log = logging.getLogger(__name__)

@@ -5,10 +5,10 @@
 the ``base`` downloads, verifies and indexes the images and names the classes; this module
 reads them through other transforms.
 
-* Training batches are :class:`~glimpse.data.spec.MultiViewImages`: the random views of
+* Training batches are :class:`~glimpse.batches.MultiViewImages`: the random views of
   :mod:`glimpse.data.ssl_views` (BYOL's two asymmetric views or DINO's multi-crop) of the train
   split, shuffled, the last partial batch dropped. Their labels only feed an online probe.
-* Validation and testing return two loaders of :class:`~glimpse.data.spec.LabelledImages`
+* Validation and testing return two loaders of :class:`~glimpse.batches.LabelledImages`
   with the base's evaluation transform (resize, centre crop, no augmentation): index 0 is the
   labelled train split (the kNN classifier's memory bank and the probe's training features),
   index 1 the val split (testing: the test split, which is val when there is none).
@@ -27,6 +27,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from glimpse.batches import MULTI_VIEW_IMAGES, MultiViewImages
 from glimpse.data.images import (
     SPLITS,
     ClassFolder,
@@ -34,7 +35,7 @@ from glimpse.data.images import (
     collate_labelled_images,
     open_rgb,
 )
-from glimpse.data.spec import MULTI_VIEW_IMAGES, DataSpec, MultiViewImages
+from glimpse.data.spec import DataSpec
 from glimpse.data.ssl_views import MultiViewTransform, ViewRecipe
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ class MultiViewDataModule(L.LightningDataModule):
         num_workers: DataLoader worker processes.
         pin_memory: page-locked batches; None pins them when training on a CUDA device.
 
-    The spec is the base's with kind :data:`~glimpse.data.spec.MULTI_VIEW_IMAGES` and the
+    The spec is the base's with kind :data:`~glimpse.batches.MULTI_VIEW_IMAGES` and the
     resolved recipe (``ViewRecipe.describe``) under ``metadata["views"]``.
     """
 

@@ -10,6 +10,7 @@ import lightning as L
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from glimpse.batches import TEXT
 from glimpse.data.corpora import (
     SHAKESPEARE_MD5,
     SHAKESPEARE_URL,
@@ -18,7 +19,7 @@ from glimpse.data.corpora import (
     sha256_text,
 )
 from glimpse.data.download import download_file
-from glimpse.data.spec import TEXT, DataSpec
+from glimpse.data.spec import DataSpec
 from glimpse.data.streams import RandomWindows, StreamBatches, StreamLoader
 from glimpse.data.vocab import CharVocab
 

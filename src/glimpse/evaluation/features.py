@@ -43,7 +43,7 @@ def evaluation_device() -> torch.device:
 
 @torch.no_grad()
 def extract_features(task: Any, loader: DataLoader, device: torch.device) -> SplitFeatures:
-    """Every batch of ``loader`` (:class:`~glimpse.data.spec.LabelledImages`) through
+    """Every batch of ``loader`` (:class:`~glimpse.batches.LabelledImages`) through
     ``task.image_features`` in evaluation mode."""
     task.eval().to(device)
     features, labels = [], []

@@ -20,7 +20,7 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from glimpse.data.spec import IMAGE_TEXT, ImageTextPairs
+from glimpse.batches import IMAGE_TEXT, ImageTextPairs
 from glimpse.evaluation.features import evaluation_device
 from glimpse.evaluation.zeroshot import check_clip
 from glimpse.metrics.retrieval import retrieval_recalls

@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from glimpse.batches import IMAGE_TEXT
 from glimpse.data.image_text import pair_transforms
 from glimpse.data.images import (
     ClassFolder,
@@ -38,7 +39,6 @@ from glimpse.data.images import (
     collate_labelled_images,
     open_rgb,
 )
-from glimpse.data.spec import IMAGE_TEXT
 from glimpse.evaluation.features import evaluation_device, extract_features
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ whose weight is ``eos_coef`` = 0.1 to balance the classes), and ``N`` is the num
 boxes in the batch, summed over all processes under DDP and at least 1. The same loss is
 applied to every decoder layer's predictions (auxiliary losses, sec. 3.2) and summed.
 
-Targets are :class:`glimpse.data.spec.DetectionTarget`: ``boxes (n, 4)`` normalised cxcywh and
+Targets are :class:`glimpse.batches.DetectionTarget`: ``boxes (n, 4)`` normalised cxcywh and
 ``labels (n,)`` int64 class indices.
 """
 
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import generalized_box_iou_loss
 
-from glimpse.data.spec import DetectionTarget
+from glimpse.batches import DetectionTarget
 from glimpse.models.box_ops import cxcywh_to_xyxy
 from glimpse.models.detr import DETROutput
 from glimpse.models.matcher import HungarianMatcher

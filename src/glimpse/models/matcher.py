@@ -11,7 +11,7 @@ work is ``B·Q·n_max``, where DETR's reference scores every prediction against 
 the batch, ``B·Q·Σn``); the assignment is scipy's ``linear_sum_assignment`` per image, on the
 CPU.
 
-Targets are :class:`glimpse.data.spec.DetectionTarget`: ``boxes (n, 4)`` normalised cxcywh and
+Targets are :class:`glimpse.batches.DetectionTarget`: ``boxes (n, 4)`` normalised cxcywh and
 ``labels (n,)`` int64 class indices.
 """
 
@@ -23,7 +23,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
-from glimpse.data.spec import DetectionTarget
+from glimpse.batches import DetectionTarget
 from glimpse.models.box_ops import batched_generalized_box_iou, cxcywh_to_xyxy
 
 

@@ -26,7 +26,7 @@ def plain(value: Any) -> Any:
 class GlimpseTask(L.LightningModule):
     """Base LightningModule.
 
-    Subclasses set :attr:`ACCEPTS`, the batch kinds (:mod:`glimpse.data.spec`) they train on,
+    Subclasses set :attr:`ACCEPTS`, the batch kinds (:mod:`glimpse.batches`) they train on,
     and call ``save_hyperparameters()`` with ``spec`` among their arguments, so the checkpoint
     alone rebuilds them. :meth:`on_save_checkpoint` adds the run's resolved config and the code
     version under the key ``"glimpse"``.

@@ -15,8 +15,8 @@ from torch.nn import functional as F
 from torchmetrics import MetricCollection
 from torchmetrics.text import BLEUScore
 
+from glimpse.batches import CAPTIONED_IMAGES, CaptionedImages
 from glimpse.callbacks.caption_figures import CaptionFigures
-from glimpse.data.spec import CAPTIONED_IMAGES, CaptionedImages
 from glimpse.data.word_tokenizer import WordTokenizer
 from glimpse.metrics.cider import CIDErD
 from glimpse.models.caption_search import Decoded, beam_search, greedy_decode

@@ -11,8 +11,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torchmetrics.text import Perplexity
 
+from glimpse.batches import TEXT
 from glimpse.callbacks.text_samples import TextSampleCallback
-from glimpse.data.spec import TEXT
 from glimpse.data.vocab import CharVocab
 from glimpse.models.char_rnn import detach_state
 from glimpse.models.sampling import sample_tokens

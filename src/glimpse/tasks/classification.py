@@ -13,8 +13,8 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 from torchvision.transforms import v2
 
+from glimpse.batches import LABELLED_IMAGES, LabelledImages
 from glimpse.callbacks.classification_figures import ClassificationFigures
-from glimpse.data.spec import LABELLED_IMAGES, LabelledImages
 from glimpse.models.pretrained import check_pretrained_source, load_pretrained
 from glimpse.tasks.base import GlimpseTask, plain
 

@@ -13,8 +13,8 @@ from torch.nn import functional as F
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from glimpse.batches import IMAGE_TEXT, ImageTextPairs, LabelledImages
 from glimpse.data.bpe import BPETokenizer
-from glimpse.data.spec import IMAGE_TEXT, ImageTextPairs, LabelledImages
 from glimpse.metrics.retrieval import retrieval_recalls
 from glimpse.models.clip_loss import clip_loss, distributed_rank_and_size
 from glimpse.models.zeroshot import resolve_templates, zero_shot_classifier

@@ -12,8 +12,8 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 from torch.optim.lr_scheduler import MultiStepLR
 
+from glimpse.batches import DETECTION, DetectionBatch
 from glimpse.callbacks.detection_figures import DetectionFigures
-from glimpse.data.spec import DETECTION, DetectionBatch
 from glimpse.metrics.coco_detection import BOX_METRICS, CocoBoxMAP, detection_records
 from glimpse.models.detr import DETROutput, imagenet_state
 from glimpse.models.detr_loss import SetCriterion, postprocess

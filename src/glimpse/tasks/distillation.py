@@ -31,7 +31,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
-from glimpse.data.spec import DataSpec, LabelledImages
+from glimpse.batches import LabelledImages
+from glimpse.data.spec import DataSpec
 from glimpse.tasks.base import plain
 from glimpse.tasks.classification import ImageClassifier, smoothed_targets, soft_cross_entropy
 

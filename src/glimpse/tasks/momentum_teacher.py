@@ -47,8 +47,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
+from glimpse.batches import MULTI_VIEW_IMAGES, LabelledImages, MultiViewImages
 from glimpse.callbacks.ssl_figures import AttentionMapFigures, has_attention_maps
-from glimpse.data.spec import MULTI_VIEW_IMAGES, LabelledImages, MultiViewImages
 from glimpse.metrics.knn import knn_accuracy
 from glimpse.models.backbones import feature_backbone
 from glimpse.models.momentum import cosine_momentum, cosine_schedule, ema_update_
