@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from glimpse.batches import DETECTION
 from glimpse.data.detection_transforms import eval_transform as detection_eval_transform
 from glimpse.data.images import eval_transform, open_rgb
-from glimpse.data.spec import DETECTION, DataSpec
+from glimpse.data.spec import DataSpec
 from glimpse.errors import MissingFileError
 from glimpse.prediction import DecodedImage
 
