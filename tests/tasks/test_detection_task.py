@@ -14,12 +14,12 @@ from torchvision.models import ResNet18_Weights, get_model
 
 from glimpse.batches import DETECTION
 from glimpse.compat import IncompatibleConfigError
-from glimpse.data.coco import load_coco
 from glimpse.data.shapes import write_coco
 from glimpse.data.spec import DataSpec
 from glimpse.metrics.coco_detection import BOX_METRICS, CocoBoxMAP, coco_box_metrics
 from glimpse.run import train
 from glimpse.tasks.detection import Detector
+from glimpse.utils.coco import load_coco
 
 NET = {"_target_": "glimpse.models.detr.detr_small", "num_queries": 6}
 COSTS = {"cost_class": 1.0, "cost_bbox": 5.0, "cost_giou": 2.0}

@@ -34,9 +34,7 @@ written in this format: :class:`~glimpse.data.shapes_detection.ShapesDetectionDa
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import logging
 import os
@@ -77,6 +75,7 @@ from glimpse.data.images import (
     to_rgb,
 )
 from glimpse.data.spec import DataSpec
+from glimpse.utils.coco import load_coco
 
 log = logging.getLogger(__name__)
 
@@ -111,17 +110,6 @@ PUBLISHED_MD5 = {
 #: EXIF orientations that swap an image's width and height.
 TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 EXIF_ORIENTATION = 0x0112
-
-
-def load_coco(path: Path) -> COCO:
-    """Read and index an instances file with pycocotools (its progress lines silenced)."""
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} does not exist; check data.root and the data.*_annotations paths, or set "
-            "data.download=true for COCO 2017."
-        )
-    with contextlib.redirect_stdout(io.StringIO()):
-        return COCO(str(path))
 
 
 def categories(coco: COCO) -> dict[int, str]:

@@ -20,8 +20,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch import Tensor
 
-from glimpse.data.coco import load_coco
 from glimpse.metrics.object_lists import ObjectListMetric
+from glimpse.utils.coco import load_coco
 
 #: COCOeval's first six summary statistics, in its order.
 BOX_METRICS = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large")
