@@ -28,6 +28,7 @@ from glimpse.data.detection_transforms import eval_transform as detection_eval_t
 from glimpse.data.download import DownloadError
 from glimpse.data.images import eval_transform, open_rgb
 from glimpse.evaluation import run_evaluation
+from glimpse.tasks.checkpoints import load_task
 from glimpse.utils.console import console, print_config_tree, print_metrics
 from glimpse.utils.wandb_setup import wandb_mode
 
@@ -151,24 +152,6 @@ def train(cfg: DictConfig) -> float | None:
     _finish_loggers(loggers)
     value = metrics.get(cfg.get("optimized_metric"))
     return None if value is None or math.isnan(value) else value
-
-
-def load_task(ckpt_path: str | Path, map_location: str = "cpu"):
-    """Rebuild the task saved in a glimpse checkpoint, from the checkpoint alone."""
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"Checkpoint {path} does not exist; pass ckpt_path=/path/to/file.ckpt."
-        )
-    checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    meta = checkpoint.get("glimpse")
-    if not meta:
-        raise ValueError(f"{path} is not a glimpse checkpoint (it has no 'glimpse' entry).")
-    task_cls = get_class(meta["task"])
-    task = task_cls(**checkpoint["hyper_parameters"])
-    task.load_state_dict(checkpoint["state_dict"])
-    task.run_config = meta.get("config")
-    return task, meta
 
 
 def classify_images(

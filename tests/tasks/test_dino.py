@@ -12,9 +12,9 @@ from conftest import compose_train
 from hydra.utils import instantiate
 from torch.nn import functional as F
 
-from glimpse.models.pretrained import load_pretrained
 from glimpse.models.vit import vit_test
 from glimpse.run import train
+from glimpse.tasks.checkpoints import load_pretrained
 from glimpse.tasks.dino import DINO
 
 

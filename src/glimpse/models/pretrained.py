@@ -10,11 +10,9 @@ make the weights fit a network built for another task:
 * a ViT built for another image size gets the position table resized to its patch grid;
 * any other mismatch is an error naming the parameter.
 
-``model.pretrained=PATH`` names a BYOL or DINO checkpoint (``.ckpt``, :mod:`glimpse.tasks.byol`,
-:mod:`glimpse.tasks.dino`): the task is rebuilt from it and its evaluated backbone (BYOL's
-online network, DINO's teacher) is loaded into a classifier whose ``model.net`` has the same
-parameters (names and shapes; the backbone's config is in the error when they differ), with the
-same two adaptations: the classifier's head stays fresh, a ViT's position table is resized.
+``model.pretrained=PATH`` names a BYOL or DINO checkpoint (``.ckpt``); reading it is the task
+layer's job (:func:`glimpse.tasks.checkpoints.load_backbone`), which adapts its backbone to a
+classifier with the same :func:`fit_state_dict`.
 """
 
 from __future__ import annotations
@@ -26,6 +24,7 @@ from pathlib import Path
 from torch import Tensor, nn
 from torchvision.models import get_model_weights
 
+from glimpse.errors import CheckpointError, ConfigError
 from glimpse.models.convert.torchvision_swin import swin_state_from_torchvision
 from glimpse.models.convert.torchvision_vit import vit_state_from_torchvision
 from glimpse.models.vit import VisionTransformer, resize_position_embedding
@@ -59,7 +58,7 @@ def torchvision_source(net_config: dict) -> tuple[str, Converter]:
     if target in TORCHVISION_SOURCES:
         return TORCHVISION_SOURCES[target]
     known = ", ".join([*TORCHVISION_SOURCES, "glimpse.models.resnet.resnet"])
-    raise ValueError(
+    raise ConfigError(
         f"model.pretrained=torchvision has no torchvision weights for {target}; it has them "
         f"for {known}."
     )
@@ -75,13 +74,16 @@ def torchvision_state_dict(name: str) -> dict[str, Tensor]:
 
 def fit_state_dict(net: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
     """Adapt converted weights ``state`` to ``net``: head of another size dropped, ViT
-    position table resized; raises ValueError naming any other mismatch."""
+    position table resized; raises CheckpointError naming any other mismatch."""
     own = net.state_dict()
     fitted: dict[str, Tensor] = {}
     for key, value in state.items():
         target = own.get(key)
         if target is None:
-            raise ValueError(f"The pretrained weights hold {key!r}, which the network lacks.")
+            raise CheckpointError(
+                f"The pretrained weights hold {key!r}, which the network lacks; build the "
+                "network with the pretrained model's architecture."
+            )
         if (
             value.shape != target.shape
             and key == "pos_embed"
@@ -100,7 +102,7 @@ def fit_state_dict(net: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor
                     tuple(target.shape),
                 )
                 continue
-            raise ValueError(
+            raise CheckpointError(
                 f"Pretrained {key} has shape {tuple(value.shape)}, the network's is "
                 f"{tuple(target.shape)}; build the network with the pretrained model's sizes."
             )
@@ -108,7 +110,7 @@ def fit_state_dict(net: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor
     missing = sorted(set(own) - set(fitted))
     unexpected_missing = [k for k in missing if not k.startswith(HEAD_PREFIXES)]
     if unexpected_missing:
-        raise ValueError(
+        raise CheckpointError(
             f"The pretrained weights lack {', '.join(unexpected_missing[:5])}; build the "
             "network with the pretrained model's architecture."
         )
@@ -123,50 +125,21 @@ def is_checkpoint_source(source: str) -> bool:
 def check_pretrained_source(net_config: dict, source: str) -> tuple[str, Converter] | None:
     """The torchvision model and converter for ``source``'s weights of the network
     ``net_config`` describes, or None for a checkpoint path (read and checked when loaded, so a
-    classifier rebuilt from its own checkpoint does not need it); ValueError for anything else."""
+    classifier rebuilt from its own checkpoint does not need it); ConfigError for anything
+    else."""
     if is_checkpoint_source(source):
         return None
     if source != "torchvision":
-        raise ValueError(
+        raise ConfigError(
             f"model.pretrained={source!r} is not known; use torchvision, the path of a BYOL or "
             "DINO checkpoint (.ckpt), or null."
         )
     return torchvision_source(net_config)
 
 
-def load_checkpoint_backbone(net: nn.Module, net_config: dict, path: str | Path) -> None:
-    """Load the self-supervised backbone of the glimpse checkpoint ``path`` into ``net``, built
-    from ``net_config``; its head (``head.``/``fc.``) stays fresh. ValueError when the
-    checkpoint has no backbone to export or its backbone's parameters are not ``net``'s (any
-    network with the same parameter names and shapes takes them, e.g. torchvision's
-    ``resnet18`` and ``glimpse.models.resnet.resnet`` with ``arch=resnet18``)."""
-    from glimpse.run import load_task
-
-    task, meta = load_task(path)
-    if not hasattr(task, "exported_backbone"):
-        raise ValueError(
-            f"model.pretrained={path} is a {meta['task']} checkpoint, which has no "
-            "self-supervised backbone to export; use a BYOL or DINO checkpoint."
-        )
-    config, state = task.exported_backbone()
-    try:
-        fitted = fit_state_dict(net, state)
-    except ValueError as error:
-        raise ValueError(
-            f"{error} model.pretrained={path} holds the backbone of {config} (model.net="
-            f"{net_config}); build model.net as the backbone was."
-        ) from None
-    net.load_state_dict(fitted, strict=False)
-    log.info("Loaded %d tensors of the %s backbone of %s", len(fitted), meta["task"], path)
-
-
-def load_pretrained(net: nn.Module, net_config: dict, source: str) -> None:
-    """Load ``source``'s weights into ``net``, which was built from ``net_config``:
-    torchvision's ImageNet weights (``"torchvision"``) or the backbone of a BYOL or DINO
-    checkpoint (a ``.ckpt`` path, :func:`load_checkpoint_backbone`)."""
-    if is_checkpoint_source(source):
-        load_checkpoint_backbone(net, net_config, source)
-        return
+def load_torchvision_weights(net: nn.Module, net_config: dict, source: str) -> None:
+    """Load torchvision's ImageNet weights (``source`` is ``"torchvision"``) into ``net``, which
+    was built from ``net_config``, adapted by :func:`fit_state_dict`."""
     name, convert = check_pretrained_source(net_config, source)
     fitted = fit_state_dict(net, convert(torchvision_state_dict(name)))
     net.load_state_dict(fitted, strict=False)

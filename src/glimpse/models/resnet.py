@@ -8,12 +8,11 @@ images and zero-initialises the last BatchNorm of each residual branch.
 from __future__ import annotations
 
 from collections.abc import Callable
-from os import PathLike
-from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 from torchvision.models import ResNet, get_model
+
+from glimpse.errors import CheckpointError, ConfigError
 
 
 def resnet(
@@ -35,7 +34,7 @@ def resnet(
             the identity at first (Goyal et al. 2017), which trains faster.
     """
     if not arch.startswith(("resnet", "resnext", "wide_resnet")):
-        raise ValueError(
+        raise ConfigError(
             f"model.net.arch={arch!r} is not a torchvision ResNet; use resnet18, resnet50, "
             "resnext50_32x4d, wide_resnet50_2 or another ResNet-family name."
         )
@@ -55,7 +54,7 @@ def load_trunk_state(
 ) -> None:
     """Load the tensors of a torchvision ResNet state dict ``state`` whose key ``skip`` does not
     reject (the classifier, unused stages) into ``module``, strictly: a missing, unexpected or
-    differently shaped tensor is a ValueError naming ``described`` (the module and its
+    differently shaped tensor is a CheckpointError naming ``described`` (the module and its
     options)."""
     trunk = {key: value for key, value in state.items() if not skip(key)}
     own = module.state_dict()
@@ -63,38 +62,9 @@ def load_trunk_state(
     unexpected = sorted(set(trunk) - set(own))
     wrong = sorted(k for k in set(own) & set(trunk) if own[k].shape != trunk[k].shape)
     if missing or unexpected or wrong:
-        raise ValueError(
+        raise CheckpointError(
             f"The ImageNet state dict does not fit {described} (missing {missing[:3]}, "
             f"unexpected {unexpected[:3]}, other shape {wrong[:3]}); use the torchvision "
             "weights of the same arch."
         )
     module.load_state_dict(trunk)
-
-
-#: Where glimpse checkpoints keep a ResNet trunk: the image classifier's network (``net.``).
-TRUNK_PREFIXES = ("net.",)
-
-
-def trunk_state_from_checkpoint(path: str | PathLike, arch: str) -> dict[str, Tensor]:
-    """The torchvision-named state dict (``conv1.weight``, ``layer1.0.bn1.running_mean``, ...)
-    of the ``arch`` ResNet in the glimpse checkpoint at ``path``: an image classifier trained
-    with ``model=resnet model.net.arch=<arch>`` (its ``fc`` is dropped by the loader).
-
-    Raises ValueError naming the file when it holds no ResNet trunk, or one of another arch or
-    with the small-image stem (its ``conv1`` is 3x3)."""
-    checkpoint = torch.load(Path(path), map_location="cpu", weights_only=True)
-    weights = checkpoint.get("state_dict", {})
-    net = (checkpoint.get("hyper_parameters") or {}).get("net") or {}
-    for prefix in TRUNK_PREFIXES:
-        if f"{prefix}layer4.0.conv1.weight" not in weights:
-            continue
-        if net.get("arch") != arch or net.get("small_images"):
-            raise ValueError(
-                f"{path} holds a {net.get('arch')} trunk (small_images="
-                f"{net.get('small_images')}); the backbone needs a {arch} with the standard stem: "
-                f"train one with model=resnet model.net.arch={arch} model.net.small_images=false."
-            )
-        return {k.removeprefix(prefix): v for k, v in weights.items() if k.startswith(prefix)}
-    raise ValueError(
-        f"{path} holds no ResNet trunk; pass a checkpoint of model=resnet (an image classifier)."
-    )

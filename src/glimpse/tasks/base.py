@@ -10,8 +10,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from glimpse.data.spec import DataSpec
 from glimpse.errors import ConfigError, TrainingDivergedError
-from glimpse.tasks.optim import adamw_with_decay_groups, warmup_cosine_schedule
 from glimpse.prediction import Prediction, PredictionInputs, PredictionOptions
+from glimpse.tasks.optim import adamw_with_decay_groups, warmup_cosine_schedule
 from glimpse.utils.provenance import code_version
 
 

@@ -15,8 +15,9 @@ from torchvision.transforms import v2
 
 from glimpse.batches import LABELLED_IMAGES, LabelledImages
 from glimpse.callbacks.classification_figures import ClassificationFigures
-from glimpse.models.pretrained import check_pretrained_source, load_pretrained
+from glimpse.models.pretrained import check_pretrained_source
 from glimpse.tasks.base import GlimpseTask, plain
+from glimpse.tasks.checkpoints import load_pretrained
 
 
 def smoothed_targets(targets: Tensor, num_classes: int, smoothing: float) -> Tensor:
@@ -89,7 +90,7 @@ class ImageClassifier(GlimpseTask):
             ClassificationFigures` (confusion matrix and attention rollout); None for none.
         pretrained: ``"torchvision"`` starts training from torchvision's ImageNet weights, a
             BYOL or DINO checkpoint path (``.ckpt``) from its self-supervised backbone
-            (:mod:`glimpse.models.pretrained`; a head of another size stays fresh). They are
+            (:mod:`glimpse.tasks.checkpoints`; a head of another size stays fresh). They are
             loaded when fitting starts, before a resumed run restores its checkpoint, and
             never when a checkpoint is rebuilt for evaluation.
     """

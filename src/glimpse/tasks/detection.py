@@ -18,8 +18,8 @@ from glimpse.metrics.coco_detection import BOX_METRICS, CocoBoxMAP, detection_re
 from glimpse.models.detr import DETROutput, imagenet_state
 from glimpse.models.detr_loss import SetCriterion, postprocess
 from glimpse.models.matcher import HungarianMatcher
-from glimpse.models.resnet import trunk_state_from_checkpoint
 from glimpse.tasks.base import GlimpseTask, plain
+from glimpse.tasks.checkpoints import load_network_weights, resnet_trunk_state
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class Detector(GlimpseTask):
         pretrained: ``"torchvision"`` loads ImageNet weights into the backbone when fitting
             starts; a path loads the ResNet trunk of a glimpse checkpoint instead (an image
             classifier's, ``model=resnet``, of the same arch: see
-            :func:`~glimpse.models.resnet.trunk_state_from_checkpoint`), which is how a CPU run
+            :func:`~glimpse.tasks.checkpoints.resnet_trunk_state`), which is how a CPU run
             without ImageNet weights starts from a network pretrained on its own images; None
             keeps random weights.
         init_from: a glimpse detection checkpoint whose network weights start the fit (before a
@@ -132,50 +132,10 @@ class Detector(GlimpseTask):
         if source == "torchvision":
             backbone.load_imagenet_state(imagenet_state(backbone.arch))
         elif source is not None:
-            backbone.load_imagenet_state(trunk_state_from_checkpoint(source, backbone.arch))
+            backbone.load_imagenet_state(resnet_trunk_state(source, backbone.arch))
             log.info("Backbone started from the %s trunk of %s", backbone.arch, source)
         if self.hparams["init_from"] is not None:
-            self.load_network_from(self.hparams["init_from"])
-
-    def load_network_from(self, path: str | Path) -> None:
-        """Start from the network of the glimpse detection checkpoint at ``path``; a class head
-        of another size (another class count) keeps its fresh initialisation."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"model.init_from={path} does not exist; pass a detection checkpoint (.ckpt)."
-            )
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        state = {
-            key.removeprefix("net."): value
-            for key, value in checkpoint.get("state_dict", {}).items()
-            if key.startswith("net.")
-        }
-        if not state:
-            raise ValueError(
-                f"model.init_from={path} holds no detection network (no net.* weights)."
-            )
-        own = self.net.state_dict()
-        fresh = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-        if any(not key.startswith("class_embed.") for key in fresh):
-            raise ValueError(
-                f"{path} holds a network of another shape ({fresh[0]}: "
-                f"{tuple(state[fresh[0]].shape)} vs {tuple(own[fresh[0]].shape)}); use the same "
-                "model.net as the checkpoint's."
-            )
-        kept = {k: v for k, v in state.items() if k not in fresh}
-        missing, unexpected = self.net.load_state_dict(kept, strict=False)
-        if unexpected or set(missing) - set(fresh):
-            raise ValueError(
-                f"{path} does not fit model.net (missing {sorted(set(missing) - set(fresh))[:3]}, "
-                f"unexpected {unexpected[:3]})."
-            )
-        log.info(
-            "Started from %s: %d tensors loaded%s",
-            path,
-            len(kept),
-            f", class head kept fresh for {self.num_classes} classes" if fresh else "",
-        )
+            load_network_weights(self.net, self.hparams["init_from"], "class_embed.")
 
     def configure_optimizers(self):
         """AdamW: the backbone's trained parameters at ``backbone_lr``, the rest at

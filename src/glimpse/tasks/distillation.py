@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,6 +33,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from glimpse.batches import LabelledImages
 from glimpse.data.spec import DataSpec
 from glimpse.tasks.base import plain
+from glimpse.tasks.checkpoints import load_task
 from glimpse.tasks.classification import ImageClassifier, smoothed_targets, soft_cross_entropy
 
 log = logging.getLogger(__name__)
@@ -190,12 +190,10 @@ def _checkpoint_teacher(
     config: dict[str, Any], spec: DataSpec
 ) -> tuple[nn.Module, tuple[list[float], list[float]] | None, int]:
     """(the checkpoint's task, its normalisation, its number of classes)."""
-    from glimpse.run import load_task
-
     path = config.get("path")
     if not path:
         raise ValueError("model.teacher.path must name a glimpse checkpoint (.ckpt) file.")
-    task, meta = load_task(Path(path))
+    task, meta = load_task(path, option="model.teacher.path")
     teacher_spec = task.spec
     names = teacher_spec.class_names or ()
     if config.get("class_indices") is None and tuple(names) != tuple(spec.class_names or ()):
@@ -219,8 +217,8 @@ def build_teacher(config: dict[str, Any], spec: DataSpec) -> FrozenTeacher:
     (``torchvision.models.get_model``); ``weights`` a weights name (``DEFAULT``,
     ``IMAGENET1K_V2``, downloaded by torchvision) or None for random weights with the spec's
     class count. ``{kind: checkpoint, path}``: a glimpse classifier checkpoint
-    (:func:`glimpse.run.load_task`), whose class names must equal the spec's. Either may give
-    ``class_indices``: the teacher's output index of each of the spec's classes.
+    (:func:`glimpse.tasks.checkpoints.load_task`), whose class names must equal the spec's.
+    Either may give ``class_indices``: the teacher's output index of each of the spec's classes.
     """
     num_classes = len(spec.class_names or ())
     if config["kind"] == "torchvision":
@@ -278,10 +276,11 @@ class DistillationClassifier(ImageClassifier):
     is not in ``state_dict()`` (so not in checkpoints), not among the optimizer's parameters,
     not moved by ``.to()`` (it follows the images' device and dtype at each call), and
     ``.train()`` does not reach it. A checkpoint therefore holds the student alone, and
-    :func:`glimpse.run.load_task` rebuilds the task without the teacher's weights or file; only
-    resuming training needs the teacher again. The teacher reads the same images as the student,
-    renormalised to its own training statistics (a torchvision weight's mean and std, or a
-    glimpse checkpoint's spec); with random torchvision weights the data's are assumed.
+    :func:`glimpse.tasks.checkpoints.load_task` rebuilds the task without the teacher's weights
+    or file; only resuming training needs the teacher again. The teacher reads the same images
+    as the student, renormalised to its own training statistics (a torchvision weight's mean
+    and std, or a glimpse checkpoint's spec); with random torchvision weights the data's are
+    assumed.
 
     Args:
         spec, net, optimizer, scheduler, **classifier_kwargs: as for ``ImageClassifier``.

@@ -217,7 +217,7 @@ class MomentumTeacherTask(GlimpseTask):
 
     def exported_backbone(self) -> tuple[dict[str, Any], dict[str, Tensor]]:
         """(the backbone's network config with the image size filled in, its state dict): the
-        weights :func:`glimpse.models.pretrained.load_pretrained` gives a classifier built from
+        weights :func:`glimpse.tasks.checkpoints.load_backbone` gives a classifier built from
         the same config (``model.pretrained=PATH``); the classifier's head stays fresh."""
         config = dict(self.hparams["backbone"])
         size_arg = self.hparams["image_size_arg"]
