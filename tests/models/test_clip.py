@@ -16,7 +16,8 @@ from torch.testing import assert_close
 
 from glimpse.models.clip import CLIP, clip_cpu, clip_rn50, clip_vit_b32
 from glimpse.models.clip_resnet import AttentionPool2d, Bottleneck, ModifiedResNet
-from glimpse.models.vit import Attention, QuickGELU, VisionTransformer, vit_test
+from glimpse.models.layers import QuickGELU
+from glimpse.models.vit import Attention, VisionTransformer, vit_test
 from glimpse.tasks.optim import adamw_with_decay_groups
 
 VOCAB, CONTEXT, E = 50, 12, 16
@@ -242,7 +243,7 @@ def test_modified_resnet_downsamples_32_times_with_average_pools():
 
 
 def test_modified_resnet_at_another_size_uses_the_resized_position_table():
-    from glimpse.models.vit import resize_position_embedding
+    from glimpse.models.layers import resize_position_embedding
 
     torch.manual_seed(0)
     model = ModifiedResNet((1, 1, 1, 1), output_dim=E, heads=4, image_size=64, width=8).eval()

@@ -16,7 +16,8 @@ from glimpse.models.deit import (
     DistilledVisionTransformer,
     deit_test,
 )
-from glimpse.models.vit import VisionTransformer, resize_position_embedding
+from glimpse.models.layers import resize_position_embedding
+from glimpse.models.vit import VisionTransformer
 
 B, D, NUM_CLASSES = 2, 32, 10
 

@@ -18,7 +18,7 @@ from glimpse.models.convert.open_clip import (
     clip_kwargs_from_open_clip_state,
     convert_open_clip_state_dict,
 )
-from glimpse.models.vit import QuickGELU
+from glimpse.models.layers import QuickGELU
 
 VOCAB, CONTEXT = 100, 16
 SHRUNK_TEXT = dict(context_length=CONTEXT, vocab_size=VOCAB, width=64, heads=2, layers=2)

@@ -13,8 +13,9 @@ from torchvision.models.vision_transformer import VisionTransformer as Torchvisi
 from glimpse.batches import LABELLED_IMAGES
 from glimpse.data.spec import DataSpec
 from glimpse.models.convert.torchvision_vit import vit_state_from_torchvision
+from glimpse.models.layers import resize_position_embedding
 from glimpse.models.pretrained import fit_state_dict
-from glimpse.models.vit import VisionTransformer, resize_position_embedding
+from glimpse.models.vit import VisionTransformer
 from glimpse.tasks.classification import ImageClassifier
 
 

@@ -15,13 +15,13 @@ from torch.testing import assert_close
 
 from glimpse.models import pvt as pvt_module
 from glimpse.models.convert.timm_pvt import pvt_v2_from_timm, pvt_v2_state_from_timm
+from glimpse.models.layers import resize_position_embedding
 from glimpse.models.pvt import (
     PyramidVisionTransformer,
     SpatialReductionAttention,
     pvt_test,
     pvt_v2_test,
 )
-from glimpse.models.vit import resize_position_embedding
 from glimpse.tasks.optim import no_weight_decay_names
 
 B = 2

@@ -11,7 +11,8 @@ from torch.testing import assert_close
 
 from glimpse.models import vit as vit_module
 from glimpse.models.convert.torchvision_vit import vit_from_torchvision, vit_state_from_torchvision
-from glimpse.models.vit import DropPath, VisionTransformer, resize_position_embedding, vit_test
+from glimpse.models.layers import DropPath, resize_position_embedding
+from glimpse.models.vit import VisionTransformer, vit_test
 
 B, D, HEADS = 2, 32, 2
 
@@ -242,15 +243,15 @@ def test_conv_stem_gives_one_token_per_patch_and_trains(patch_size):
     )
     images = random_images(64, 96, batch=2)
     rows, columns = 64 // patch_size, 96 // patch_size
-    assert model.patch_embed(images).shape == (2, rows * columns, 32)
+    assert model.patch_embed(images).shape == (2, rows, columns, 32)
     # Row-major grid order: the top-right patch's token changes with its pixels, the
     # bottom-left one (beyond the 3x3 kernels' reach) does not.
     perturbed = images.clone()
     perturbed[:, :, :patch_size, -patch_size:] += 1.0
     model.patch_embed.eval()
     changed = (model.patch_embed(perturbed) - model.patch_embed(images)).abs().sum(-1)
-    assert changed[:, columns - 1].gt(0).all()
-    assert changed[:, (rows - 1) * columns].eq(0).all()
+    assert changed[:, 0, columns - 1].gt(0).all()
+    assert changed[:, rows - 1, 0].eq(0).all()
     model.train()(images).sum().backward()
     assert all(p.grad is not None for p in model.parameters())
 

@@ -70,7 +70,8 @@ from torch.nn import functional as F
 
 from glimpse.models.captioning import CaptionEncoder
 from glimpse.models.clip_resnet import AttentionPool2d, ModifiedResNet
-from glimpse.models.vit import Block, QuickGELU, VisionTransformer, as_pair
+from glimpse.models.layers import QuickGELU, as_pair
+from glimpse.models.vit import Block, VisionTransformer
 
 #: The image encoders, by ``vision["kind"]``.
 VISION_KINDS = ("vit", "modified_resnet", "resnet")

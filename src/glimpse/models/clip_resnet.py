@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from glimpse.models.vit import as_pair, resize_position_embedding
+from glimpse.models.layers import as_pair, resize_position_embedding
 
 
 class Bottleneck(nn.Module):
@@ -79,7 +79,7 @@ class AttentionPool2d(nn.Module):
         out = c_proj(MHA(q = z_mean W_q, K = Z W_k, V = Z W_v))
 
     The table is built for a ``grid_size`` map; another map size resizes it bicubically on the
-    fly (:func:`~glimpse.models.vit.resize_position_embedding`).
+    fly (:func:`~glimpse.models.layers.resize_position_embedding`).
     """
 
     def __init__(

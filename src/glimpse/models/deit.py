@@ -23,7 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from glimpse.models.vit import VisionTransformer, resize_position_embedding
+from glimpse.models.layers import resize_position_embedding
+from glimpse.models.vit import VisionTransformer
 
 
 class DistilledVisionTransformer(VisionTransformer):
@@ -65,7 +66,7 @@ class DistilledVisionTransformer(VisionTransformer):
         grid = self._grid(x.shape[2], x.shape[3])
         batch = x.shape[0]
         prefix = [self.cls_token.expand(batch, -1, -1), self.dist_token.expand(batch, -1, -1)]
-        tokens = torch.cat([*prefix, self.patch_embed(x)], dim=1)
+        tokens = torch.cat([*prefix, self.patch_embed(x).flatten(1, 2)], dim=1)
         pos = resize_position_embedding(self.pos_embed, self.grid_size, grid, num_prefix_tokens=2)
         return self.pos_drop(tokens + pos)
 

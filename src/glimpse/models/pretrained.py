@@ -27,7 +27,8 @@ from torchvision.models import get_model_weights
 from glimpse.errors import CheckpointError, ConfigError
 from glimpse.models.convert.torchvision_swin import swin_state_from_torchvision
 from glimpse.models.convert.torchvision_vit import vit_state_from_torchvision
-from glimpse.models.vit import VisionTransformer, resize_position_embedding
+from glimpse.models.layers import resize_position_embedding
+from glimpse.models.vit import VisionTransformer
 
 log = logging.getLogger(__name__)
 

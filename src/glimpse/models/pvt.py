@@ -30,7 +30,7 @@ PVT v2 (§3) changes, each a constructor option:
 Image size: images must have sides divisible by the total stride ``P_1 P_2 P_3 P_4`` (32 for
 the presets). ``img_size`` fixes the grids the v1 position tables are built for; for another
 size each table is resized bilinearly on the fly
-(:func:`~glimpse.models.vit.resize_position_embedding`, as the authors' detection code does),
+(:func:`~glimpse.models.layers.resize_position_embedding`, as the authors' detection code does),
 so the stored parameters keep their shape.
 
 Norms follow the authors' code and timm: LayerNorm ``eps=1e-6`` in the blocks and at the end of
@@ -49,7 +49,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from glimpse.models.vit import DropPath, Mlp, as_pair, resize_position_embedding
+from glimpse.models.layers import DropPath, Mlp, PatchEmbed, as_pair, resize_position_embedding
 
 LINEAR_SRA_SIZE = 7
 """The side ``P`` of the pooled map that linear SRA reads keys and values from (PVT v2 §3.1)."""
@@ -180,30 +180,6 @@ class Block(nn.Module):
         return x + self.drop_path(self._ffn(self.norm2(x), size))
 
 
-class PatchEmbed(nn.Module):
-    """A stage's patch embedding: ``(B, C_in, H, W) -> ((B, (H/P)(W/P), C), (H/P, W/P))``.
-
-    A Conv2d with stride ``P`` and kernel ``P`` (v1, non-overlapping) or kernel ``2P - 1`` with
-    zero padding ``P - 1`` (v2, overlapping), then LayerNorm; tokens in row-major order.
-    """
-
-    def __init__(self, patch_size: int, in_chans: int, embed_dim: int, overlapping: bool) -> None:
-        super().__init__()
-        kernel = 2 * patch_size - 1 if overlapping else patch_size
-        self.proj = nn.Conv2d(
-            in_chans,
-            embed_dim,
-            kernel,
-            stride=patch_size,
-            padding=kernel // 2 if overlapping else 0,
-        )
-        self.norm = nn.LayerNorm(embed_dim)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
-        x = self.proj(x)
-        return self.norm(x.flatten(2).transpose(1, 2)), (x.shape[2], x.shape[3])
-
-
 class PVTStage(nn.Module):
     """One stage: patch embedding, optional class token and position table, ``depth`` blocks
     and an optional closing LayerNorm. ``(B, C_in, H, W) -> (tokens (B, [1 +] N, C),
@@ -237,7 +213,9 @@ class PVTStage(nn.Module):
         super().__init__()
         self.grid = grid
         self.num_prefix = int(class_token)
-        self.patch_embed = PatchEmbed(patch_size, in_dim, dim, overlapping_patches)
+        self.patch_embed = PatchEmbed(
+            patch_size, in_dim, dim, overlapping=overlapping_patches, norm=True
+        )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if class_token else None
         self.pos_embed = (
             nn.Parameter(torch.zeros(1, self.num_prefix + grid[0] * grid[1], dim)) if grid else None
@@ -264,7 +242,8 @@ class PVTStage(nn.Module):
     def embed(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """Patch tokens, the class token prepended and the position table (resized to the
         image's grid) added: ``(B, C_in, H, W) -> ((B, [1 +] N, C), (h, w))``."""
-        tokens, size = self.patch_embed(x)
+        grid = self.patch_embed(x)
+        tokens, size = grid.flatten(1, 2), (grid.shape[1], grid.shape[2])
         if self.cls_token is not None:
             tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
         if self.pos_embed is not None:

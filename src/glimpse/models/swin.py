@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from glimpse.models.vit import DropPath, Mlp, as_pair
+from glimpse.models.layers import DropPath, Mlp, PatchEmbed, as_pair
 
 
 def relative_position_index(window_size: int) -> Tensor:
@@ -227,19 +227,6 @@ class SwinBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x))), attention
 
 
-class PatchEmbed(nn.Module):
-    """Patch partition and linear embedding: ``(B, C, H, W) -> (B, H/P, W/P, D)``, a Conv2d with
-    kernel = stride = ``P`` followed by LayerNorm."""
-
-    def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
-        self.norm = nn.LayerNorm(embed_dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.norm(self.proj(x).permute(0, 2, 3, 1))
-
-
 class PatchMerging(nn.Module):
     """``(B, H, W, C) -> (B, ceil(H/2), ceil(W/2), 2C)``: each ``2 x 2`` neighbourhood
     concatenated in the order (0, 0), (1, 0), (0, 1), (1, 1) (row, column offsets), then
@@ -357,7 +344,7 @@ class SwinTransformer(nn.Module):
         self.window_size = window_size
         self.stage_dims = [embed_dim * 2**i for i in range(len(depths))]
         self.num_features = self.stage_dims[-1]
-        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, norm=True)
         total = sum(depths)
         rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
         self.layers = nn.ModuleList(

@@ -13,10 +13,11 @@ and a linear head maps ``y (B, D)`` to logits ``(B, num_classes)``.
 
 Image size: ``img_size`` fixes the grid the position table ``E_pos`` is built for. Any image
 whose sides are multiples of ``patch_size`` is accepted at forward time; for another grid the
-table is resized bicubically on the fly (:func:`resize_position_embedding`, as DeiT does when
-fine-tuning at a higher resolution), so the stored parameter keeps its shape and checkpoints
-stay interchangeable. To change the stored table itself (loading a 224 px checkpoint into a
-384 px model), apply :func:`resize_position_embedding` to the ``pos_embed`` entry.
+table is resized bicubically on the fly
+(:func:`~glimpse.models.layers.resize_position_embedding`, as DeiT does when fine-tuning at a
+higher resolution), so the stored parameter keeps its shape and checkpoints stay
+interchangeable. To change the stored table itself (loading a 224 px checkpoint into a 384 px
+model), apply that function to the ``pos_embed`` entry.
 
 Names and constructor arguments follow timm's ``VisionTransformer``; LayerNorm ``eps=1e-6``
 and exact GELU as in the paper's code, timm and torchvision.
@@ -30,7 +31,6 @@ activation of OpenAI's released weights) and ``norm_eps=1e-5``. :class:`Block` w
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -38,85 +38,14 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from glimpse.models.attention_rollout import attention_rollout
-
-
-class QuickGELU(nn.Module):
-    """``x * sigmoid(1.702 x)``, the sigmoid approximation of GELU (Hendrycks & Gimpel 2016,
-    sec. 2) that OpenAI's CLIP models were trained with."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x * torch.sigmoid(1.702 * x)
-
-
-#: The MLP activations, by config name.
-ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "quick_gelu": QuickGELU}
-
-
-def activation_layer(name: str) -> type[nn.Module]:
-    """The activation class called ``name`` in :data:`ACTIVATIONS`."""
-    if name not in ACTIVATIONS:
-        raise ValueError(f"act_layer={name!r} is not one of {', '.join(ACTIVATIONS)}.")
-    return ACTIVATIONS[name]
-
-
-def as_pair(size: int | Sequence[int]) -> tuple[int, int]:
-    """``size`` as ``(height, width)``: an int is a square."""
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-
-
-def resize_position_embedding(
-    pos: Tensor,
-    old_grid: int | Sequence[int],
-    new_grid: int | Sequence[int],
-    num_prefix_tokens: int = 1,
-    mode: str = "bicubic",
-) -> Tensor:
-    """Resample a position table from one patch grid to another, keeping the token entries.
-
-    ``pos (B, num_prefix_tokens + h*w, D)`` with its patch entries in row-major ``(h, w)``
-    order -> ``(B, num_prefix_tokens + h'*w', D)``: the patch entries are laid out as a
-    ``D``-channel ``h x w`` image and resized with ``mode`` (``align_corners=False``; bicubic is
-    DeiT's choice for ViT, bilinear PVT's); the first ``num_prefix_tokens`` entries (class and
-    distillation tokens) are copied unchanged. The same grid returns ``pos`` itself.
-    """
-    old_h, old_w = as_pair(old_grid)
-    new_h, new_w = as_pair(new_grid)
-    batch, length, dim = pos.shape
-    if length != num_prefix_tokens + old_h * old_w:
-        raise ValueError(
-            f"Position table of {length} entries does not fit {num_prefix_tokens} token "
-            f"entries and a {old_h}x{old_w} grid ({num_prefix_tokens + old_h * old_w} entries)."
-        )
-    if (old_h, old_w) == (new_h, new_w):
-        return pos
-    prefix, grid = pos[:, :num_prefix_tokens], pos[:, num_prefix_tokens:]
-    grid = grid.reshape(batch, old_h, old_w, dim).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid, size=(new_h, new_w), mode=mode, align_corners=False)
-    grid = grid.permute(0, 2, 3, 1).reshape(batch, new_h * new_w, dim)
-    return torch.cat([prefix, grid], dim=1)
-
-
-class DropPath(nn.Module):
-    """Stochastic depth (Huang et al. 2016): drop a residual branch for whole samples.
-
-    In training each sample's branch output ``(B, ...)`` is zeroed with probability ``drop_prob``
-    and otherwise scaled by ``1 / (1 - drop_prob)``, so its expectation is unchanged; in
-    evaluation it is the identity.
-    """
-
-    def __init__(self, drop_prob: float = 0.0) -> None:
-        super().__init__()
-        self.drop_prob = drop_prob
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.drop_prob == 0.0 or not self.training:
-            return x
-        keep_prob = 1.0 - self.drop_prob
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep_prob)
-        return x * mask / keep_prob
-
-    def extra_repr(self) -> str:
-        return f"drop_prob={self.drop_prob:.3f}"
+from glimpse.models.layers import (
+    DropPath,
+    Mlp,
+    PatchEmbed,
+    activation_layer,
+    as_pair,
+    resize_position_embedding,
+)
 
 
 class Attention(nn.Module):
@@ -171,24 +100,6 @@ class Attention(nn.Module):
         return self.proj_drop(self.proj(out)), attention
 
 
-class Mlp(nn.Module):
-    """The MLP of eq. (3): ``Linear -> GELU -> Dropout -> Linear -> Dropout``, ``(B, T, D)``;
-    ``act_layer`` replaces the GELU."""
-
-    def __init__(
-        self, dim: int, hidden_dim: int, drop: float = 0.0, act_layer: type[nn.Module] = nn.GELU
-    ) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
-        self.act = act_layer()
-        self.drop1 = nn.Dropout(drop)
-        self.fc2 = nn.Linear(hidden_dim, dim)
-        self.drop2 = nn.Dropout(drop)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
-
-
 class Block(nn.Module):
     """Pre-norm encoder block, eqs. (2)-(3), each residual branch under stochastic depth.
 
@@ -223,32 +134,16 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x))), attention
 
 
-class PatchEmbed(nn.Module):
-    """The patch projection ``x_p E`` of eq. (1): ``(B, C, H, W) -> (B, (H/P)(W/P), D)``.
-
-    A Conv2d with kernel = stride = ``P`` applies the same linear map ``E`` to every patch;
-    tokens come out in row-major grid order; ``bias=False`` drops the projection's bias (CLIP).
-    """
-
-    def __init__(self, patch_size: int, in_chans: int, embed_dim: int, bias: bool = True) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(
-            in_chans, embed_dim, kernel_size=patch_size, stride=patch_size, bias=bias
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
-
-
 class ConvStem(nn.Module):
     """A convolutional stem in place of the patch projection (Xiao et al. 2021, "Early
     Convolutions Help Transformers See Better"; the ViT paper's hybrid input, sec. 3.1):
-    ``(B, C, H, W) -> (B, (H/P)(W/P), D)`` through ``log2 P`` 3x3 stride-2 convolutions with
+    ``(B, C, H, W) -> (B, H/P, W/P, D)`` through ``log2 P`` 3x3 stride-2 convolutions with
     BatchNorm and ReLU, widths doubling up to ``D``, then a 1x1 convolution to ``D``.
 
-    Tokens come out in the same row-major grid order as :class:`PatchEmbed`'s, one per
-    ``P x P`` patch; each sees a slightly larger neighbourhood through the 3x3 kernels. The
-    stem trains faster and more stably on small datasets than the linear projection.
+    Tokens come out as :class:`~glimpse.models.layers.PatchEmbed`'s do, a channels-last grid
+    ``(B, H/P, W/P, D)`` with one token per ``P x P`` patch; each sees a slightly larger
+    neighbourhood through the 3x3 kernels. The stem trains faster and more stably on small
+    datasets than the linear projection.
     ``bias=False`` drops the bias of the final 1x1 convolution.
     """
 
@@ -273,7 +168,7 @@ class ConvStem(nn.Module):
         self.proj = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
+        return self.proj(x).permute(0, 2, 3, 1)
 
 
 #: The ways of turning an image into patch tokens.
@@ -300,8 +195,9 @@ class VisionTransformer(nn.Module):
         attn_drop_rate: dropout on the attention probabilities.
         drop_path_rate: stochastic depth rate of the last block; block ``l`` uses
             ``drop_path_rate * l / (L - 1)``, rising linearly from 0.
-        stem: ``patchify`` (the paper's linear patch projection, :class:`PatchEmbed`) or
-            ``conv`` (:class:`ConvStem`, for training from scratch on small datasets).
+        stem: ``patchify`` (the paper's linear patch projection,
+            :class:`~glimpse.models.layers.PatchEmbed`) or ``conv`` (:class:`ConvStem`, for
+            training from scratch on small datasets).
         pre_norm: a LayerNorm ``norm_pre`` on ``z_0`` before the first block (CLIP's
             ``ln_pre``, timm's ``pre_norm``).
         patch_bias: whether the patch projection has a bias (CLIP's has none).
@@ -404,7 +300,7 @@ class VisionTransformer(nn.Module):
             )
         grid = self._grid(x.shape[2], x.shape[3])
         cls_token = self.cls_token.expand(x.shape[0], -1, -1)
-        tokens = torch.cat([cls_token, self.patch_embed(x)], dim=1)
+        tokens = torch.cat([cls_token, self.patch_embed(x).flatten(1, 2)], dim=1)
         pos = resize_position_embedding(self.pos_embed, self.grid_size, grid)
         return self.pos_drop(tokens + pos)
 
