@@ -35,8 +35,8 @@ Two parts, each optional:
   number of images, so with five captions per image (Flickr8k, COCO) the break-even holds for
   any dataset size.
 
-* **decoding**: captions per second of :func:`~glimpse.models.caption_search.greedy_decode`
-  and :func:`~glimpse.models.caption_search.beam_search` (``--beams``, default 1, i.e. greedy,
+* **decoding**: captions per second of :func:`~glimpse.models.decoding.greedy_decode`
+  and :func:`~glimpse.models.decoding.beam_search` (``--beams``, default 1, i.e. greedy,
   3 and 5) with each of ``--decoders`` on random grids ``(B, N, D)``, under
   :func:`torch.inference_mode`, **batched** (the ``B`` images in one call) and **one at a
   time** (``B`` calls on one image each). The decoder has random weights with its ``<end>``
@@ -73,7 +73,7 @@ from torch.utils.data import DataLoader
 from glimpse.data.flickr8k import ShapesCaptionsDataModule
 from glimpse.data.shapes import FLICKR_SPLITS
 from glimpse.data.word_tokenizer import SPECIALS, WordTokenizer
-from glimpse.models.caption_search import beam_search, greedy_decode
+from glimpse.models.decoding import beam_search, greedy_decode
 from glimpse.tasks.captioning import Captioner
 
 #: Captions per generated image (:func:`glimpse.data.shapes.write_flickr8k`).

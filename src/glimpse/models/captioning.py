@@ -9,7 +9,7 @@
   a gated context vector and a deep output layer.
 
 Both decoders share one protocol, used by teacher forcing (``forward``) and by the searches of
-:mod:`glimpse.models.caption_search` (``prepare``, ``init_state``, ``step``); every tensor in
+:mod:`glimpse.models.decoding` (``prepare``, ``init_state``, ``step``); every tensor in
 a memory or state tuple has the batch on dim 0 so that beam search can expand and reorder it.
 """
 

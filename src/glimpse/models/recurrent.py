@@ -20,6 +20,12 @@ product, ``n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))`` (Cho et al. 2014, v
 :class:`GRUCell` implements the slide by default and the reset-after form with
 ``reset_after=True``; :func:`scratch_state_from_fused` maps torch's ``z`` to the slide's by
 negating its pre-activation, since ``σ(-a) = 1 - σ(a)``.
+
+A stack also runs padded batches of different lengths (``lengths``: a row's steps past its
+length leave its state unchanged and output zeros, as torch's packed sequences do) and
+bidirectionally (a second cell per layer reads each row backwards from its last real step,
+Schuster & Paliwal 1997; the encoder of Bahdanau et al. 2015). :func:`run_recurrent` runs
+either implementation on such a batch.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 CellType = Literal["rnn", "lstm", "gru"]
 #: Number of stacked gate blocks in each cell's ``W_x``/``W_h``.
@@ -124,9 +131,13 @@ class ScratchRecurrent(nn.Module):
         num_layers: L stacked layers; layer ``l > 0`` reads layer ``l - 1``'s outputs.
         dropout: dropout on the outputs of every layer but the last, as in torch.nn.
         reset_after: GRU only; see :class:`GRUCell`.
+        bidirectional: each layer also runs a backward cell and outputs ``[h_fwd; h_bwd]``.
 
-    ``forward(x (B, T, X), state) -> (outputs (B, T, H), state)`` where ``state`` is
-    ``h (L, B, H)`` for rnn and gru and ``(h, c)`` for lstm, or None for zeros.
+    ``forward(x (B, T, X), state, lengths) -> (outputs (B, T, D·H), state)`` with D = 2 when
+    bidirectional, else 1, where ``state`` is ``h (D·L, B, H)`` for rnn and gru and ``(h, c)``
+    for lstm, or None for zeros; rows are ordered as torch's (layer 0 forward, layer 0
+    backward, layer 1 forward, ...). ``lengths (B,)`` int64, when given, marks the steps
+    ``t >= lengths[b]`` of row ``b`` as padding: they keep the state and output zeros.
     """
 
     def __init__(
@@ -137,60 +148,135 @@ class ScratchRecurrent(nn.Module):
         num_layers: int = 1,
         dropout: float = 0.0,
         reset_after: bool = False,
+        bidirectional: bool = False,
     ) -> None:
         super().__init__()
+        if cell not in GATES:
+            raise ValueError(f"Unknown recurrent cell {cell!r}; choose one of rnn, lstm, gru.")
         self.cell_type = cell
         self.hidden_size = hidden_size
         self.num_layers = num_layers
+        self.bidirectional = bidirectional
+        self.directions = 2 if bidirectional else 1
         self.dropout = nn.Dropout(dropout)
-        sizes = [input_size] + [hidden_size] * (num_layers - 1)
-        if cell == "rnn":
-            cells = [ElmanCell(size, hidden_size) for size in sizes]
-        elif cell == "lstm":
-            cells = [LSTMCell(size, hidden_size) for size in sizes]
-        elif cell == "gru":
-            cells = [GRUCell(size, hidden_size, reset_after) for size in sizes]
-        else:
-            raise ValueError(f"Unknown recurrent cell {cell!r}; choose one of rnn, lstm, gru.")
+        sizes = [input_size] + [self.directions * hidden_size] * (num_layers - 1)
+        cells = []
+        for size in sizes:
+            for _ in range(self.directions):
+                if cell == "rnn":
+                    cells.append(ElmanCell(size, hidden_size))
+                elif cell == "lstm":
+                    cells.append(LSTMCell(size, hidden_size))
+                else:
+                    cells.append(GRUCell(size, hidden_size, reset_after))
         self.cells = nn.ModuleList(cells)
 
-    def forward(self, x: Tensor, state: Tensor | tuple[Tensor, Tensor] | None = None):
-        batch = x.shape[0]
+    def _run_cell(self, cell: _Cell, x: Tensor, state, valid: Tensor | None):
+        """One direction of one layer over ``x (B, T, X)``; ``valid (B, T)`` bool or None."""
+        lstm = self.cell_type == "lstm"
+        projected = cell.project_inputs(x)
+        outputs = []
+        for t in range(projected.shape[1]):
+            new = cell.step(projected[:, t], state)
+            if valid is None:
+                state = new
+                outputs.append(new[0] if lstm else new)
+                continue
+            keep = valid[:, t, None]
+            if lstm:
+                state = (torch.where(keep, new[0], state[0]), torch.where(keep, new[1], state[1]))
+                outputs.append(torch.where(keep, new[0], 0.0))
+            else:
+                state = torch.where(keep, new, state)
+                outputs.append(torch.where(keep, new, 0.0))
+        return torch.stack(outputs, dim=1), state
+
+    def forward(
+        self,
+        x: Tensor,
+        state: Tensor | tuple[Tensor, Tensor] | None = None,
+        lengths: Tensor | None = None,
+    ):
+        batch, steps = x.shape[:2]
+        lstm = self.cell_type == "lstm"
         if state is None:
-            zeros = x.new_zeros(self.num_layers, batch, self.hidden_size)
-            state = (zeros, zeros.clone()) if self.cell_type == "lstm" else zeros
+            zeros = x.new_zeros(self.directions * self.num_layers, batch, self.hidden_size)
+            state = (zeros, zeros.clone()) if lstm else zeros
+        valid = None
+        if lengths is not None:
+            valid = torch.arange(steps, device=x.device) < lengths.to(x.device).unsqueeze(1)
         final_h, final_c = [], []
         layer_input = x
-        for index, cell in enumerate(self.cells):
-            if self.cell_type == "lstm":
-                layer_state = (state[0][index], state[1][index])
-            else:
-                layer_state = state[index]
-            projected = cell.project_inputs(layer_input)
+        for layer in range(self.num_layers):
             outputs = []
-            for t in range(projected.shape[1]):
-                layer_state = cell.step(projected[:, t], layer_state)
-                outputs.append(layer_state[0] if self.cell_type == "lstm" else layer_state)
-            layer_input = torch.stack(outputs, dim=1)
-            if index < self.num_layers - 1:
+            for direction in range(self.directions):
+                index = layer * self.directions + direction
+                layer_state = (state[0][index], state[1][index]) if lstm else state[index]
+                sequence = layer_input if direction == 0 else reverse_padded(layer_input, lengths)
+                out, layer_state = self._run_cell(self.cells[index], sequence, layer_state, valid)
+                outputs.append(out if direction == 0 else reverse_padded(out, lengths))
+                final_h.append(layer_state[0] if lstm else layer_state)
+                if lstm:
+                    final_c.append(layer_state[1])
+            layer_input = torch.cat(outputs, dim=-1) if self.bidirectional else outputs[0]
+            if layer < self.num_layers - 1:
                 layer_input = self.dropout(layer_input)
-            if self.cell_type == "lstm":
-                final_h.append(layer_state[0])
-                final_c.append(layer_state[1])
-            else:
-                final_h.append(layer_state)
-        if self.cell_type == "lstm":
+        if lstm:
             return layer_input, (torch.stack(final_h), torch.stack(final_c))
         return layer_input, torch.stack(final_h)
 
 
+def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """Each row of ``x (B, T, ...)`` reversed within its first ``lengths[b]`` steps (padding
+    stays where it is); the whole rows when ``lengths`` is None."""
+    if lengths is None:
+        return x.flip(1)
+    steps = torch.arange(x.shape[1], device=x.device).unsqueeze(0)
+    lengths = lengths.to(x.device).unsqueeze(1)
+    index = torch.where(steps < lengths, lengths - 1 - steps, steps)
+    index = index.view(*index.shape, *([1] * (x.ndim - 2))).expand_as(x)
+    return x.gather(1, index)
+
+
+def run_recurrent(
+    layer: nn.Module,
+    x: Tensor,
+    state: Tensor | tuple[Tensor, Tensor] | None = None,
+    lengths: Tensor | None = None,
+):
+    """Run a :class:`ScratchRecurrent` or a ``torch.nn.RNNBase`` (``batch_first``) over a
+    padded batch ``x (B, T, X)`` with ``lengths (B,)`` (None: no padding).
+
+    A torch.nn layer gets a packed sequence (:func:`torch.nn.utils.rnn.pack_padded_sequence`),
+    so both give zeros past each row's length and the state at its last real step.
+    """
+    if isinstance(layer, ScratchRecurrent):
+        return layer(x, state, lengths)
+    if lengths is None:
+        return layer(x, state)
+    packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    outputs, final = layer(packed, state)
+    outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=x.shape[1])
+    return outputs, final
+
+
 def fused_recurrent(
-    cell: CellType, input_size: int, hidden_size: int, num_layers: int, dropout: float
+    cell: CellType,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int,
+    dropout: float,
+    bidirectional: bool = False,
 ) -> nn.RNNBase:
     """The torch.nn (cuDNN on a GPU) layer of the same shape, ``batch_first=True``."""
     layer_cls = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[cell]
     return layer_cls(
-        input_size, hidden_size, num_layers=num_layers, dropout=dropout, batch_first=True
+        input_size,
+        hidden_size,
+        num_layers=num_layers,
+        dropout=dropout,
+        batch_first=True,
+        bidirectional=bidirectional,
     )
 
 
@@ -198,19 +284,31 @@ def _blocks(tensor: Tensor, count: int) -> list[Tensor]:
     return list(tensor.chunk(count, dim=0))
 
 
-def scratch_state_from_fused(fused: dict[str, Tensor], cell: CellType, num_layers: int):
+def _slots(num_layers: int, bidirectional: bool) -> list[tuple[str, str]]:
+    """``(torch.nn suffix, scratch prefix)`` of every layer and direction, in torch's order."""
+    directions = ("", "_reverse") if bidirectional else ("",)
+    return [
+        (f"_l{layer}{suffix}", f"cells.{layer * len(directions) + d}.")
+        for layer in range(num_layers)
+        for d, suffix in enumerate(directions)
+    ]
+
+
+def scratch_state_from_fused(
+    fused: dict[str, Tensor], cell: CellType, num_layers: int, bidirectional: bool = False
+):
     """Map a torch.nn.{RNN,LSTM,GRU} state dict onto :class:`ScratchRecurrent`'s parameters.
 
     torch keeps two biases, ``b_ih + b_hh``; a scratch cell has their sum. LSTM blocks are
     reordered from torch's ``(i, f, g, o)`` to the slide's ``(i, f, o, g)``. GRU blocks go
     from ``(r, z, n)`` to ``(z, r, h)`` with the ``z`` pre-activation negated (torch's
     ``z`` is the slide's ``1 - z``); the target GRU must be built with ``reset_after=True``.
+    A bidirectional layer's ``*_reverse`` weights go to the backward cells.
     """
     state: dict[str, Tensor] = {}
-    for layer in range(num_layers):
-        w_x, w_h = fused[f"weight_ih_l{layer}"], fused[f"weight_hh_l{layer}"]
-        b_x, b_h = fused[f"bias_ih_l{layer}"], fused[f"bias_hh_l{layer}"]
-        prefix = f"cells.{layer}."
+    for suffix, prefix in _slots(num_layers, bidirectional):
+        w_x, w_h = fused[f"weight_ih{suffix}"], fused[f"weight_hh{suffix}"]
+        b_x, b_h = fused[f"bias_ih{suffix}"], fused[f"bias_hh{suffix}"]
         if cell == "rnn":
             state.update({prefix + "weight_x": w_x, prefix + "weight_h": w_h})
             state[prefix + "bias"] = b_x + b_h
@@ -231,11 +329,12 @@ def scratch_state_from_fused(fused: dict[str, Tensor], cell: CellType, num_layer
     return state
 
 
-def fused_state_from_scratch(scratch: dict[str, Tensor], cell: CellType, num_layers: int):
+def fused_state_from_scratch(
+    scratch: dict[str, Tensor], cell: CellType, num_layers: int, bidirectional: bool = False
+):
     """The inverse of :func:`scratch_state_from_fused` (the bias goes to ``b_ih``, ``b_hh = 0``)."""
     state: dict[str, Tensor] = {}
-    for layer in range(num_layers):
-        prefix = f"cells.{layer}."
+    for suffix, prefix in _slots(num_layers, bidirectional):
         w_x, w_h, bias = (scratch[prefix + k] for k in ("weight_x", "weight_h", "bias"))
         if cell == "rnn":
             fused_wx, fused_wh, fused_bx, fused_bh = w_x, w_h, bias, torch.zeros_like(bias)
@@ -260,8 +359,8 @@ def fused_state_from_scratch(scratch: dict[str, Tensor], cell: CellType, num_lay
             fused_bh = torch.cat([zeros, zeros, scratch[prefix + "bias_hn"]])
         else:
             raise ValueError(f"Unknown recurrent cell {cell!r}; choose one of rnn, lstm, gru.")
-        state[f"weight_ih_l{layer}"] = fused_wx
-        state[f"weight_hh_l{layer}"] = fused_wh
-        state[f"bias_ih_l{layer}"] = fused_bx
-        state[f"bias_hh_l{layer}"] = fused_bh
+        state[f"weight_ih{suffix}"] = fused_wx
+        state[f"weight_hh{suffix}"] = fused_wh
+        state[f"bias_ih{suffix}"] = fused_bx
+        state[f"bias_hh{suffix}"] = fused_bh
     return state

@@ -19,7 +19,7 @@ from glimpse.batches import CAPTIONED_IMAGES, CaptionedImages
 from glimpse.callbacks.caption_figures import CaptionFigures
 from glimpse.data.word_tokenizer import WordTokenizer
 from glimpse.metrics.cider import CIDErD
-from glimpse.models.caption_search import Decoded, beam_search, greedy_decode
+from glimpse.models.decoding import Decoded, beam_search, greedy_decode
 from glimpse.models.captioning import doubly_stochastic_penalty
 from glimpse.models.pretrained import torchvision_state_dict
 from glimpse.tasks.base import GlimpseTask, plain
@@ -101,7 +101,7 @@ class Captioner(GlimpseTask):
             frozen (and lets the datamodule cache its features).
         attention_regularization: λ of the doubly stochastic regulariser.
         decoding: ``beam_size``, ``length_penalty`` (see
-            :func:`~glimpse.models.caption_search.beam_search`) and ``max_length`` (the most
+            :func:`~glimpse.models.decoding.beam_search`) and ``max_length`` (the most
             tokens decoded, ``<end>`` included;
             None: the longest training caption plus a margin) of validation, test and
             :meth:`caption`.

@@ -1,4 +1,4 @@
-"""Greedy and beam search against each other and against brute-force enumeration."""
+"""Greedy and beam search (glimpse.models.decoding) against each other and against brute force."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.testing import assert_close
 
-from glimpse.models.caption_search import PAD, Decoded, beam_search, greedy_decode
+from glimpse.models.decoding import PAD, Decoded, beam_search, greedy_decode
 from glimpse.models.captioning import ShowAttendTell, ShowTell
 
 START, END = 1, 2

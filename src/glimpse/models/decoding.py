@@ -1,23 +1,28 @@
-"""Caption generation from a decoder of :mod:`glimpse.models.captioning`: greedy and beam search.
+"""Greedy and beam search over any step decoder: captioning and translation share them.
 
 Both searches use only the decoder's step protocol::
 
-    memory = decoder.prepare(grid)                 # grid (B, N, D)
+    memory = decoder.prepare(*source)              # a caption grid (B, N, D), or the source
+                                                   # tokens and lengths of a translation
     state = decoder.init_state(memory)
     logits, state, attention = decoder.step(tokens, state, memory)   # tokens (B,)
 
-where every tensor of ``memory`` and ``state`` has the batch on dim 0. They run under the
-caller's ``torch.no_grad()`` on any device and dtype; log-probabilities are summed in float32
-at least (float64 decoders stay float64).
+where every tensor of ``memory`` and ``state`` has the batch on dim 0 (so beam search expands
+the memory with ``repeat_interleave`` and reorders the state with ``index_select``), and
+``attention`` is ``(B, N)``, the weights over the ``N`` grid positions or source tokens that
+produced the step's word, or None. ``source`` is one tensor or a tuple of them, with the batch
+on dim 0. They run under the caller's ``torch.no_grad()`` on any device and dtype;
+log-probabilities are summed in float32 at least (float64 decoders stay float64).
 
 A hypothesis ``y_1 .. y_L`` (``<end>`` included when it was generated) is ranked by
 
-    ``score = Σ_t log p(y_t | y_<t, z) / L ** length_penalty``,
+    ``score = Σ_t log p(y_t | y_<t, x) / L ** length_penalty``,
 
-so ``length_penalty = 0`` ranks by the raw log-probability of the caption (the default, the
-objective of Vinyals et al. 2015) and ``length_penalty = 1`` by the mean log-probability per
-word, which favours longer captions. ``<pad>`` and ``<start>`` are never generated; the
-log-probabilities of the other ids are the decoder's (not renormalised without those two).
+so ``length_penalty = 0`` ranks by the raw log-probability of the output (the default, the
+objective of Vinyals et al. 2015 and Sutskever et al. 2014) and ``length_penalty = 1`` by the
+mean log-probability per token, which favours longer outputs. ``<pad>`` and ``<start>`` are
+never generated; the log-probabilities of the other ids are the decoder's (not renormalised
+without those two).
 """
 
 from __future__ import annotations
@@ -33,9 +38,11 @@ PAD = 0
 
 
 class StepDecoder(Protocol):
-    """The decoding protocol of :class:`glimpse.models.captioning.ShowTell` and friends."""
+    """The decoding protocol of the captioning decoders (:mod:`glimpse.models.captioning`) and
+    the translation models (:mod:`glimpse.models.seq2seq`,
+    :mod:`glimpse.models.transformer_seq2seq`)."""
 
-    def prepare(self, grid: Tensor) -> tuple[Tensor, ...]: ...
+    def prepare(self, *source: Tensor) -> tuple[Tensor, ...]: ...
 
     def init_state(self, memory: tuple[Tensor, ...]) -> tuple[Tensor, ...]: ...
 
@@ -46,14 +53,14 @@ class StepDecoder(Protocol):
 
 @dataclass
 class Decoded:
-    """The chosen caption of each image.
+    """The chosen output of each input (a caption of each image, a translation of each source).
 
     tokens: ``(B, L)`` int64 generated ids without ``<start>``; ``<end>`` is included when it
         was generated, then :data:`PAD`. ``L`` is the longest length in the batch.
-    lengths: ``(B,)`` int64, generated ids per image including ``<end>``.
+    lengths: ``(B,)`` int64, generated ids per input including ``<end>``.
     scores: ``(B,)`` the ranking score (see the module docstring).
-    attention: ``(B, L, N)`` the attention map that produced each id (zeros after the end),
-        or None for a decoder without attention.
+    attention: ``(B, L, N)`` the attention weights that produced each id (zeros after the
+        end), or None for a decoder without attention.
     """
 
     tokens: Tensor
@@ -82,31 +89,37 @@ def _check_length(max_length: int) -> None:
         raise ValueError(f"max_length={max_length} must be at least 1 generated token.")
 
 
+def _prepare(decoder: StepDecoder, source: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """``decoder.prepare`` of one source tensor or a tuple of them."""
+    return decoder.prepare(*source) if isinstance(source, tuple) else decoder.prepare(source)
+
+
 def greedy_decode(
     decoder: StepDecoder,
-    grid: Tensor,
+    source: Tensor | tuple[Tensor, ...],
     start_id: int,
     end_id: int,
     max_length: int,
     length_penalty: float = 0.0,
 ) -> Decoded:
-    """Take the most probable word at every step until ``<end>`` or ``max_length`` words.
+    """Take the most probable token at every step until ``<end>`` or ``max_length`` tokens.
 
     Args:
         decoder: follows :class:`StepDecoder`.
-        grid: ``(B, N, D)`` encoder annotations.
+        source: what ``decoder.prepare`` takes: a caption grid ``(B, N, D)``, or a tuple
+            ``(tokens (B, S), lengths (B,))`` of source sentences.
         start_id, end_id: the ``<start>`` and ``<end>`` ids.
         max_length: the most generated ids, ``<end>`` included.
         length_penalty: only changes the reported scores, so that they compare with
             :func:`beam_search`'s.
     """
     _check_length(max_length)
-    memory = decoder.prepare(grid)
+    memory = _prepare(decoder, source)
     state = decoder.init_state(memory)
-    batch = grid.shape[0]
-    tokens = torch.full((batch,), start_id, dtype=torch.long, device=grid.device)
-    finished = torch.zeros(batch, dtype=torch.bool, device=grid.device)
-    lengths = torch.zeros(batch, dtype=torch.long, device=grid.device)
+    batch, device = memory[0].shape[0], memory[0].device
+    tokens = torch.full((batch,), start_id, dtype=torch.long, device=device)
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    lengths = torch.zeros(batch, dtype=torch.long, device=device)
     log_prob: Tensor | int = 0
     chosen_ids, maps = [], []
     for _ in range(max_length):
@@ -139,28 +152,28 @@ def _pad_to(x: Tensor, length: int) -> Tensor:
 
 def beam_search(
     decoder: StepDecoder,
-    grid: Tensor,
+    source: Tensor | tuple[Tensor, ...],
     start_id: int,
     end_id: int,
     max_length: int,
     beam_size: int,
     length_penalty: float = 0.0,
 ) -> Decoded:
-    """Batched beam search: ``beam_size`` live hypotheses per image, the best caption returned.
+    """Batched beam search: ``beam_size`` live hypotheses per input, the best output returned.
 
     The ``B·K`` hypotheses run as one batch: the memory is expanded once with
     ``repeat_interleave`` and the state reordered with ``index_select`` on dim 0. At each step
-    the ``K·V`` extensions of an image's live hypotheses are ranked by their summed
+    the ``K·V`` extensions of an input's live hypotheses are ranked by their summed
     log-probability; an extension by ``<end>`` among the top ``K`` finishes a hypothesis
     (ranked by its normalised score, see the module docstring), and the best ``K`` extensions
-    by another word stay live. An image is done when ``K`` hypotheses have finished; at
-    ``max_length`` the live hypotheses of the images not done compete as they are, with
-    ``L = max_length``. Only the best finished hypothesis of each image is kept, as only it is
+    by another token stay live. An input is done when ``K`` hypotheses have finished; at
+    ``max_length`` the live hypotheses of the inputs not done compete as they are, with
+    ``L = max_length``. Only the best finished hypothesis of each input is kept, as only it is
     returned. ``beam_size = 1`` is :func:`greedy_decode`.
 
     Args:
         decoder: follows :class:`StepDecoder`.
-        grid: ``(B, N, D)`` encoder annotations.
+        source: what ``decoder.prepare`` takes (see :func:`greedy_decode`).
         start_id, end_id: the ``<start>`` and ``<end>`` ids.
         max_length: the most generated ids, ``<end>`` included.
         beam_size: K.
@@ -169,8 +182,9 @@ def beam_search(
     _check_length(max_length)
     if beam_size < 1:
         raise ValueError(f"beam_size={beam_size} must be at least 1.")
-    batch, beams, device = grid.shape[0], beam_size, grid.device
-    memory = tuple(m.repeat_interleave(beams, dim=0) for m in decoder.prepare(grid))
+    prepared = _prepare(decoder, source)
+    batch, beams, device = prepared[0].shape[0], beam_size, prepared[0].device
+    memory = tuple(m.repeat_interleave(beams, dim=0) for m in prepared)
     state = decoder.init_state(memory)
     tokens = torch.full((batch * beams,), start_id, dtype=torch.long, device=device)
     offsets = torch.arange(batch, device=device).unsqueeze(1) * beams
@@ -228,7 +242,7 @@ def beam_search(
         found = found + finishing.long().sum(dim=1)
         done = found >= beams
 
-        # Live: the best K extensions by a word other than <end>.
+        # Live: the best K extensions by a token other than <end>.
         live = (rank + is_end.long() * count).argsort(dim=1)[:, :beams]
         live_beam, live_token = top_beam.gather(1, live), top_token.gather(1, live)
         beam_scores = top_scores.gather(1, live).masked_fill(done.unsqueeze(1), float("-inf"))
