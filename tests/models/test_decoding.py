@@ -12,6 +12,8 @@ from torch.testing import assert_close
 
 from glimpse.models.decoding import PAD, Decoded, beam_search, greedy_decode
 from glimpse.models.captioning import ShowAttendTell, ShowTell
+from glimpse.models.seq2seq import AttentionSeq2Seq, Seq2Seq
+from glimpse.models.transformer_seq2seq import TransformerSeq2Seq
 
 START, END = 1, 2
 V, D, E, H, A, N = 20, 16, 12, 32, 24, 5
@@ -212,3 +214,96 @@ def test_batched_beam_search_equals_one_image_at_a_time(kind):
             assert_close(batched.scores[image], single.scores[0])
             if single.attention is not None:
                 assert_close(batched.attention[image, :length], single.attention[0, :length])
+
+
+def _translator(kind: str, vocab: int) -> nn.Module:
+    """A tiny random translation model of each family over a target vocabulary of ``vocab``."""
+    torch.manual_seed(7)
+    if kind == "seq2seq":
+        model = Seq2Seq(6, vocab, "lstm", embed_dim=4, hidden_size=6, num_layers=2, dropout=0)
+    elif kind == "attention":
+        model = AttentionSeq2Seq(
+            6, vocab, "gru", embed_dim=4, hidden_size=6, attention_dim=5, readout_dim=4, dropout=0
+        )
+    else:
+        model = TransformerSeq2Seq(
+            6,
+            vocab,
+            dim=8,
+            num_heads=2,
+            num_encoder_layers=1,
+            num_decoder_layers=2,
+            ffn_dim=8,
+            dropout=0,
+        )
+    model = model.double().eval()
+    for parameter in model.parameters():
+        parameter.data.mul_(3.0)
+    return model
+
+
+def _brute_force_translation(model, tokens, lengths, vocab, max_length, length_penalty):
+    """The best (ids, score) of one source over every output of at most max_length ids, each
+    scored by teacher forcing (forward), not by the step protocol the search uses."""
+    words = [i for i in range(vocab) if i not in (PAD, START, END)]
+    candidates = []
+    for length in range(1, max_length + 1):
+        for body in itertools.product(words, repeat=length - 1):
+            last = [END, *words] if length == max_length else [END]
+            candidates += [[*body, token] for token in last]
+    best, best_score = None, -math.inf
+    for ids in candidates:
+        inputs = torch.tensor([[START, *ids[:-1]]])
+        log_p = model(tokens, lengths, inputs).logits.log_softmax(-1)[0]
+        total = float(log_p[torch.arange(len(ids)), torch.tensor(ids)].sum())
+        score = total / len(ids) ** length_penalty
+        if score > best_score:
+            best, best_score = ids, score
+    return best, best_score
+
+
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0])
+@pytest.mark.parametrize("kind", ["seq2seq", "attention", "transformer"])
+def test_wide_beam_search_finds_the_best_translation(kind, length_penalty):
+    """On a vocabulary of 3 words, a beam as wide as the 40 outputs of at most 3 ids returns the
+    brute-force best translation of each source, for every translation model."""
+    vocab, max_length = 6, 3
+    model = _translator(kind, vocab)
+    tokens = torch.tensor([[3, 4, 5, 0], [5, 3, 0, 0], [4, 4, 3, 5]])
+    lengths = torch.tensor([3, 2, 4])
+    with torch.no_grad():
+        beam = beam_search(model, (tokens, lengths), START, END, max_length, 40, length_penalty)
+        for row in range(3):
+            best, best_score = _brute_force_translation(
+                model,
+                tokens[row : row + 1, : lengths[row]],
+                lengths[row : row + 1],
+                vocab,
+                max_length,
+                length_penalty,
+            )
+            length = int(beam.lengths[row])
+            assert beam.tokens[row, :length].tolist() == best
+            assert beam.scores[row].item() == pytest.approx(best_score)
+
+
+@pytest.mark.parametrize("kind", ["seq2seq", "attention", "transformer"])
+def test_batched_translation_equals_one_sentence_at_a_time(kind):
+    model = _translator(kind, 9)
+    tokens = torch.tensor([[3, 4, 5, 0], [5, 3, 0, 0], [4, 4, 3, 5]])
+    lengths = torch.tensor([3, 2, 4])
+    with torch.no_grad():
+        batched = beam_search(model, (tokens, lengths), START, END, 6, 3, 0.5)
+        greedy = greedy_decode(model, (tokens, lengths), START, END, 6)
+        for row in range(3):
+            source = (tokens[row : row + 1, : lengths[row]], lengths[row : row + 1])
+            single = beam_search(model, source, START, END, 6, 3, 0.5)
+            length = int(single.lengths[0])
+            assert_close(batched.tokens[row, :length], single.tokens[0, :length])
+            assert_close(batched.scores[row], single.scores[0])
+            if single.attention is not None:
+                assert_close(
+                    batched.attention[row, :length, : lengths[row]], single.attention[0, :length]
+                )
+            one_greedy = greedy_decode(model, source, START, END, 6)
+            assert_close(greedy.tokens[row, : int(one_greedy.lengths[0])], one_greedy.tokens[0])
