@@ -10,8 +10,8 @@ import torch
 from torch import Tensor, nn
 from torch.testing import assert_close
 
-from glimpse.models.decoding import PAD, Decoded, beam_search, greedy_decode
 from glimpse.models.captioning import ShowAttendTell, ShowTell
+from glimpse.models.decoding import PAD, Decoded, beam_search, greedy_decode
 from glimpse.models.seq2seq import AttentionSeq2Seq, Seq2Seq
 from glimpse.models.transformer_seq2seq import TransformerSeq2Seq
 

@@ -19,8 +19,8 @@ from glimpse.batches import CAPTIONED_IMAGES, CaptionedImages
 from glimpse.callbacks.caption_figures import CaptionFigures
 from glimpse.data.word_tokenizer import WordTokenizer
 from glimpse.metrics.cider import CIDErD
-from glimpse.models.decoding import Decoded, beam_search, greedy_decode
 from glimpse.models.captioning import doubly_stochastic_penalty
+from glimpse.models.decoding import Decoded, beam_search, greedy_decode
 from glimpse.models.pretrained import torchvision_state_dict
 from glimpse.tasks.base import GlimpseTask, plain
 from glimpse.tasks.optim import no_weight_decay_names, warmup_cosine_schedule
