@@ -28,6 +28,7 @@ from glimpse.data.detection_transforms import eval_transform as detection_eval_t
 from glimpse.data.download import DownloadError
 from glimpse.data.images import eval_transform, open_rgb
 from glimpse.evaluation import run_evaluation
+from glimpse.run_folder import write_result
 from glimpse.tasks.checkpoints import load_task
 from glimpse.utils.console import console, print_config_tree, print_metrics
 from glimpse.utils.wandb_setup import wandb_mode
@@ -151,7 +152,10 @@ def train(cfg: DictConfig) -> float | None:
         print_metrics(metrics, title="final metrics")
     _finish_loggers(loggers)
     value = metrics.get(cfg.get("optimized_metric"))
-    return None if value is None or math.isnan(value) else value
+    value = None if value is None or math.isnan(value) else value
+    if trainer.is_global_zero:
+        write_result(output_dir, cfg.get("optimized_metric"), value, metrics)
+    return value
 
 
 def classify_images(
