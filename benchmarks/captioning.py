@@ -7,7 +7,7 @@ Two parts, each optional:
   ``fine_tune_encoder_from_epoch=None``; by default ResNet-50 up to ``layer3``, the 14x14 grid
   of 1024 channels of Xu et al. at 224 px, and :class:`~glimpse.models.captioning.
   ShowAttendTell` at its default sizes) on a generated
-  :class:`~glimpse.data.flickr8k.ShapesCaptionsDataModule` (written once into a temporary
+  :class:`~glimpse.data.captions.flickr8k.ShapesCaptionsDataModule` (written once into a temporary
   folder, five captions per image, enough images for one epoch to hold every step of a
   block), twice:
 
@@ -15,8 +15,8 @@ Two parts, each optional:
     DataLoader's ``--num-workers`` workers and runs the encoder (under ``no_grad``) before the
     teacher-forced decoder;
   * **cached** (``cache_features=true``): the datamodule extracts the training split's grids
-    once with the task's frozen encoder (:mod:`glimpse.data.feature_cache`, into a fresh cache
-    folder per block, so every block pays for it) and the steps run the decoder alone.
+    once with the task's frozen encoder (:mod:`glimpse.data.captions.feature_cache`, into a fresh
+    cache folder per block, so every block pays for it) and the steps run the decoder alone.
 
   The Trainer runs what training needs and nothing else (no logger, checkpoints, progress bar,
   model summary or validation; ``gradient_clip_val=5.0`` as ``conf/model/show_tell.yaml``).
@@ -70,13 +70,13 @@ from machine import base_parser, clock, machine_info, quiet_lightning, set_threa
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from glimpse.data.flickr8k import ShapesCaptionsDataModule
-from glimpse.data.shapes import FLICKR_SPLITS
-from glimpse.data.word_tokenizer import SPECIALS, WordTokenizer
+from glimpse.data.captions.flickr8k import ShapesCaptionsDataModule
+from glimpse.data.synthetic.shapes import FLICKR_SPLITS
+from glimpse.data.text.word_tokenizer import SPECIALS, WordTokenizer
 from glimpse.models.decoding import beam_search, greedy_decode
 from glimpse.tasks.captioning import Captioner
 
-#: Captions per generated image (:func:`glimpse.data.shapes.write_flickr8k`).
+#: Captions per generated image (:func:`glimpse.data.synthetic.shapes.write_flickr8k`).
 CAPTIONS_PER_IMAGE = 5
 #: Optimizer, schedule and gradient clipping of conf/model/show_tell.yaml.
 OPTIMIZER = {"lr": 4.0e-4, "weight_decay": 0.0, "betas": [0.9, 0.999]}

@@ -4,9 +4,9 @@ For each case (the scratch LSTM, the fused LSTM and the character Transformer) t
 trains the same network twice in one process and compares their throughput:
 
 * **lightning**: :class:`glimpse.tasks.char_lm.CharLanguageModelTask` fitted by a
-  ``lightning.Trainer`` on :class:`glimpse.data.text.CharTextDataModule`, with what a training
-  run needs and nothing else (no logger, checkpoints, progress bar, model summary, validation
-  or text samples; ``gradient_clip_val=1.0`` as in ``conf/trainer/default.yaml``);
+  ``lightning.Trainer`` on :class:`glimpse.data.text.char_text.CharTextDataModule`, with what a
+  training run needs and nothing else (no logger, checkpoints, progress bar, model summary,
+  validation or text samples; ``gradient_clip_val=1.0`` as in ``conf/trainer/default.yaml``);
 * **raw**: a plain PyTorch loop over the same network (a copy of the task's initial weights),
   the same batches (a second datamodule on the same text, iterated in the same order with the
   same seed), the same optimizer (:func:`~glimpse.tasks.optim.adamw_with_decay_groups` with a
@@ -53,8 +53,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.optim.lr_scheduler import LambdaLR
 
-from glimpse.data.corpora import python_stdlib_text
-from glimpse.data.text import CharTextDataModule
+from glimpse.data.text.char_text import CharTextDataModule
+from glimpse.data.text.corpora import python_stdlib_text
 from glimpse.models.char_rnn import detach_state
 from glimpse.tasks.char_lm import CharLanguageModelTask
 from glimpse.tasks.optim import adamw_with_decay_groups, warmup_cosine

@@ -29,16 +29,16 @@ Two parts, each optional:
   ``paired`` is the median over rounds of reference time over our time within a round, with
   its minimum and maximum as the spread.
 
-* **pipeline**: images per second of :class:`glimpse.data.images.ImageFolderDataModule`'s
-  training loader (decoding and augmentation; the model is not run) on a generated folder of
-  photo-like JPEGs (``--pipeline-image-size``, 500x375 like a typical ImageNet photo),
-  for each ``--pipeline-workers`` count, reported in all and per worker (the main process is
-  the one worker of ``num_workers=0``). The loader runs two epochs of ``--pipeline-batches``
-  batches with persistent workers and the second is timed, so worker start-up is excluded and
-  prefetching is not a head start. The counts are timed in interleaved rounds like the models.
-  On CUDA the ``decode_device=cuda`` path (raw bytes from the workers, nvJPEG decoding and the
-  transforms on the GPU in ``on_after_batch_transfer``) is timed too, up to the batch on the
-  device.
+* **pipeline**: images per second of
+  :class:`glimpse.data.images.image_folder.ImageFolderDataModule`'s training loader (decoding and
+  augmentation; the model is not run) on a generated folder of photo-like JPEGs
+  (``--pipeline-image-size``, 500x375 like a typical ImageNet photo), for each
+  ``--pipeline-workers`` count, reported in all and per worker (the main process is the one worker
+  of ``num_workers=0``). The loader runs two epochs of ``--pipeline-batches`` batches with
+  persistent workers and the second is timed, so worker start-up is excluded and prefetching is not
+  a head start. The counts are timed in interleaved rounds like the models. On CUDA the
+  ``decode_device=cuda`` path (raw bytes from the workers, nvJPEG decoding and the transforms on the
+  GPU in ``on_after_batch_transfer``) is timed too, up to the batch on the device.
 
 Run ``OMP_NUM_THREADS=2 python benchmarks/classification.py --threads 2`` (or
 ``make bench-classification``); ``--help`` lists the options. The results go to
@@ -65,7 +65,7 @@ from PIL import Image
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from glimpse.data.images import ImageFolderDataModule
+from glimpse.data.images.image_folder import ImageFolderDataModule
 
 NUM_CLASSES = 1000
 OPTIMIZER = {"lr": 1e-4, "weight_decay": 0.05}

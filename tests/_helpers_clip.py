@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from glimpse.batches import IMAGE_TEXT
-from glimpse.data.bpe import BPETokenizer
 from glimpse.data.spec import DataSpec
+from glimpse.data.text.bpe import BPETokenizer
 
 ZEROSHOT_CLASSES = ["circle", "square", "triangle", "star"]
 CAPTIONS = [

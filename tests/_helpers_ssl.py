@@ -10,9 +10,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from glimpse.batches import MULTI_VIEW_IMAGES
-from glimpse.data.images import collate_labelled_images
-from glimpse.data.multiview import collate_multi_view
+from glimpse.data.images.image_folder import collate_labelled_images
 from glimpse.data.spec import DataSpec
+from glimpse.data.ssl.multiview import collate_multi_view
 from glimpse.tasks.byol import BYOL
 from glimpse.tasks.dino import DINO
 

@@ -12,9 +12,9 @@ import torch
 from _helpers_clip import tiny_clip_overrides
 from conftest import compose_eval, compose_train, randomize_parameters, run_script, short_run
 
-from glimpse.data.image_text import ImageTextDataModule
-from glimpse.data.images import open_rgb
-from glimpse.data.shapes import KINDS, write_imagefolder
+from glimpse.data.image_text.datamodule import ImageTextDataModule
+from glimpse.data.images.decode import open_rgb
+from glimpse.data.synthetic.shapes import KINDS, write_imagefolder
 from glimpse.evaluation.zeroshot import check_clip, checkpoint_transform, prompt_names
 from glimpse.metrics.retrieval import retrieval_recalls
 from glimpse.run import evaluate, load_task, train

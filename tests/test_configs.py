@@ -84,7 +84,7 @@ def test_incompatible_pair_names_the_data_configs_that_fit(tmp_path: Path):
     (conf / "data").mkdir(parents=True)
     for name in ("pystdlib", "shakespeare"):
         (conf / "data" / f"{name}.yaml").write_text(
-            "_target_: glimpse.data.text.CharTextDataModule\n"
+            "_target_: glimpse.data.text.char_text.CharTextDataModule\n"
         )
     (conf / "data" / "images.yaml").write_text("_target_: conftest.ImageDataModuleStandIn\n")
     with pytest.raises(IncompatibleConfigError) as error:
@@ -102,7 +102,7 @@ def test_incompatible_pair_names_the_data_configs_that_fit(tmp_path: Path):
 def test_compatible_pair_passes():
     check_compatible(
         "glimpse.tasks.char_lm.CharLanguageModelTask",
-        "glimpse.data.text.CharTextDataModule",
+        "glimpse.data.text.char_text.CharTextDataModule",
         CONF,
         ("lstm", "pystdlib"),
     )

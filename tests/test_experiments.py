@@ -15,7 +15,7 @@ from conftest import (
 from hydra.utils import instantiate
 
 from glimpse.batches import LABELLED_IMAGES
-from glimpse.data.imagenette import IMAGENETTE_CLASSES
+from glimpse.data.images.imagenette import IMAGENETTE_CLASSES
 from glimpse.data.spec import DataSpec
 from glimpse.run import train
 
@@ -66,7 +66,7 @@ IMAGENETTE_RECIPES = {
 def test_imagenette_recipes_build_their_model_for_one_gpu(experiment, net, tmp_path):
     cfg = compose_train([f"experiment={experiment}"], tmp_path)
     assert cfg.model.net._target_ == net
-    assert cfg.data._target_ == "glimpse.data.imagenette.ImagenetteDataModule"
+    assert cfg.data._target_ == "glimpse.data.images.imagenette.ImagenetteDataModule"
     assert (cfg.data.dataset, cfg.data.image_size) == ("imagenette", 128)
     assert (cfg.trainer.accelerator, cfg.trainer.precision) == ("gpu", "bf16-mixed")
     assert cfg.model.mixup_alpha == 0.8 and cfg.model.cutmix_alpha == 1.0
@@ -158,7 +158,7 @@ def test_flickr8k_recipes_cache_frozen_imagenet_features_on_one_gpu(
     assert cfg.model.decoder._target_ == f"glimpse.models.captioning.{decoder}"
     assert (cfg.model.encoder.arch, cfg.model.encoder.stages) == ("resnet101", stages)
     assert cfg.model.pretrained == "torchvision" and cfg.model.fine_tune_encoder_from_epoch is None
-    assert cfg.data._target_ == "glimpse.data.flickr8k.Flickr8kDataModule"
+    assert cfg.data._target_ == "glimpse.data.captions.flickr8k.Flickr8kDataModule"
     assert cfg.data.cache_features and cfg.data.hflip == 0
     assert (cfg.trainer.accelerator, cfg.trainer.precision) == ("gpu", "bf16-mixed")
     assert cfg.optimized_metric == "val/bleu4" and cfg.task_name == experiment
@@ -169,7 +169,7 @@ def test_detr_recipes_compose_for_coco_fine_tuning_and_the_cpu(tmp_path):
     assert coco.model.net._target_ == "glimpse.models.detr.detr_r50"
     assert coco.model.pretrained == "torchvision" and coco.trainer.gradient_clip_val == 0.1
     assert (coco.trainer.accelerator, coco.trainer.precision) == ("gpu", "bf16-mixed")
-    assert coco.data._target_ == "glimpse.data.coco.CocoDetectionDataModule"
+    assert coco.data._target_ == "glimpse.data.detection.coco.CocoDetectionDataModule"
     paths = [
         "data.root=/data/mine",
         "data.train_images=images/train",
@@ -184,7 +184,7 @@ def test_detr_recipes_compose_for_coco_fine_tuning_and_the_cpu(tmp_path):
     assert tune.data.root == "/data/mine"
     cpu = compose_train(["experiment=shapes_detr_cpu"], tmp_path)
     assert cpu.model.net._target_ == "glimpse.models.detr.detr_small"
-    assert cpu.data._target_ == "glimpse.data.shapes_detection.ShapesDetectionDataModule"
+    assert cpu.data._target_ == "glimpse.data.synthetic.shapes_detection.ShapesDetectionDataModule"
 
 
 def test_shapes_detr_cpu_recipe_trains_when_shrunk(tmp_path):

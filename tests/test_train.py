@@ -14,7 +14,7 @@ from conftest import (
     tiny_overrides,
 )
 
-from glimpse.data.shapes import KINDS
+from glimpse.data.synthetic.shapes import KINDS
 from glimpse.models.vit import VisionTransformer
 from glimpse.run import load_task, train
 

@@ -23,10 +23,11 @@ from glimpse.callbacks.detection_figures import detection_figure
 from glimpse.callbacks.figures import save_figure
 from glimpse.callbacks.ssl_figures import attention_map_files
 from glimpse.compat import IncompatibleConfigError, check_compatible
-from glimpse.data.corpora import CorpusError
-from glimpse.data.detection_transforms import eval_transform as detection_eval_transform
+from glimpse.data.detection.transforms import eval_transform as detection_eval_transform
 from glimpse.data.download import DownloadError
-from glimpse.data.images import eval_transform, open_rgb
+from glimpse.data.images.decode import open_rgb
+from glimpse.data.images.transforms import eval_transform
+from glimpse.data.text.corpora import CorpusError
 from glimpse.evaluation import run_evaluation
 from glimpse.run_folder import write_result
 from glimpse.tasks.checkpoints import load_task

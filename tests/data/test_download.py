@@ -14,7 +14,7 @@ from conftest import LocalServer as Server
 from conftest import md5
 
 from glimpse.data.download import DownloadError, download_file, extract_archive
-from glimpse.data.text import CharTextDataModule
+from glimpse.data.text.char_text import CharTextDataModule
 
 GOOD = b"".join(b"line %d of the good file \xc3\xa9\n" % i for i in range(400))
 TEXT = "".join(f"Speaker {i % 7}:\nWords, words, words number {i}.\n\n" for i in range(120))

@@ -9,7 +9,7 @@ from open_clip.zero_shot_classifier import build_zero_shot_classifier_legacy
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 from torch.nn import functional as F
 
-from glimpse.data.shapes import COLOURS
+from glimpse.data.synthetic.shapes import COLOURS
 from glimpse.models.zeroshot import check_templates, resolve_templates, zero_shot_classifier
 
 CLASSES = ["circle", "square", "triangle", "star", "cross"]

@@ -132,7 +132,7 @@ def test_the_online_backbone_exports_to_the_classifier_with_a_fresh_head(tmp_pat
 
 def test_the_imagenette_recipe_is_lightlys_resnet18_setting_on_one_gpu(tmp_path):
     cfg = compose_train(["experiment=imagenette_byol"], tmp_path)
-    assert cfg.data._target_ == "glimpse.data.multiview.MultiViewDataModule"
+    assert cfg.data._target_ == "glimpse.data.ssl.multiview.MultiViewDataModule"
     assert (cfg.data.base.variant, cfg.data.base.image_size, cfg.data.batch_size) == (
         "160",
         128,

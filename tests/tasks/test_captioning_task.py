@@ -15,7 +15,7 @@ from torchvision.models import get_model, get_model_weights
 from glimpse.batches import CAPTIONED_IMAGES, CaptionedImages
 from glimpse.compat import IncompatibleConfigError
 from glimpse.data.spec import DataSpec
-from glimpse.data.word_tokenizer import SPECIALS
+from glimpse.data.text.word_tokenizer import SPECIALS
 from glimpse.models.captioning import doubly_stochastic_penalty
 from glimpse.run import load_task, train
 from glimpse.tasks.captioning import Captioner, caption_cross_entropy

@@ -11,7 +11,7 @@ from conftest import make_corpus
 from torch.nn import functional as F
 from torchmetrics.text import Perplexity
 
-from glimpse.data.text import CharTextDataModule
+from glimpse.data.text.char_text import CharTextDataModule
 from glimpse.tasks.char_lm import CharLanguageModelTask
 
 NET = {

@@ -10,7 +10,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from glimpse.batches import LABELLED_IMAGES
-from glimpse.data.images import collate_labelled_images
+from glimpse.data.images.image_folder import collate_labelled_images
 from glimpse.data.spec import DataSpec
 from glimpse.tasks.classification import ImageClassifier, smoothed_targets, soft_cross_entropy
 from glimpse.tasks.optim import adamw_with_decay_groups

@@ -15,8 +15,8 @@ from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
 from glimpse.batches import IMAGE_TEXT, ImageTextPairs, LabelledImages
-from glimpse.data.bpe import BPETokenizer
 from glimpse.data.spec import DataSpec
+from glimpse.data.text.bpe import BPETokenizer
 from glimpse.metrics.retrieval import retrieval_recalls
 from glimpse.models.clip_loss import clip_loss
 from glimpse.models.zeroshot import zero_shot_classifier
@@ -213,7 +213,7 @@ def test_the_cpu_recipe_trains_when_shrunk_and_optimises_zero_shot_accuracy(tmp_
 def test_the_cc3m_recipe_builds_clip_vit_b32_with_clips_tokenizer(tmp_path):
     cfg = compose_train(["experiment=cc3m_clip_vit_b32"], tmp_path)
     assert cfg.data.format == "webdataset" and cfg.data.tokenizer == "clip"
-    assert cfg.data.zeroshot._target_ == "glimpse.data.imagenette.ImagenetteDataModule"
+    assert cfg.data.zeroshot._target_ == "glimpse.data.images.imagenette.ImagenetteDataModule"
     assert cfg.data.zeroshot.image_size == 224 and cfg.model.zeroshot.templates == "imagenet"
     assert (cfg.trainer.strategy, cfg.trainer.devices, cfg.trainer.precision) == (
         "ddp",

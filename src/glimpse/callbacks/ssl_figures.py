@@ -144,7 +144,8 @@ def attention_map_files(
     task's evaluated ViT backbone as ``figure_dir/<file stem>_attention_maps.png``, the image
     resized and centre-cropped as the checkpoint's evaluation data was; returns
     ``(image path, figure path)`` pairs. ValueError when the backbone is not a ViT."""
-    from glimpse.data.images import eval_transform, open_rgb
+    from glimpse.data.images.decode import open_rgb
+    from glimpse.data.images.transforms import eval_transform
 
     vit = task.feature_network["backbone"]
     if not has_attention_maps(vit):

@@ -2,9 +2,9 @@
 
 The checkpoint's :class:`~glimpse.data.spec.DataSpec` says how: labelled, captioned, multi-view
 and image-text data resize the shorter side to ``image_size / crop_ratio`` and centre-crop
-(:func:`glimpse.data.images.eval_transform`); detection resizes the shorter side to the spec's
-``eval_scale`` within ``max_size`` and keeps the whole image
-(:func:`glimpse.data.detection_transforms.eval_transform`).
+(:func:`glimpse.data.images.transforms.eval_transform`); detection resizes the shorter side to the
+spec's ``eval_scale`` within ``max_size`` and keeps the whole image
+(:func:`glimpse.data.detection.transforms.eval_transform`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from glimpse.batches import DETECTION
-from glimpse.data.detection_transforms import eval_transform as detection_eval_transform
-from glimpse.data.images import eval_transform, open_rgb
+from glimpse.data.detection.transforms import eval_transform as detection_eval_transform
+from glimpse.data.images.decode import open_rgb
+from glimpse.data.images.transforms import eval_transform
 from glimpse.data.spec import DataSpec
 from glimpse.errors import MissingFileError
 from glimpse.prediction import DecodedImage

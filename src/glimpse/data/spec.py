@@ -24,7 +24,7 @@ class DataSpec:
     Attributes:
         kind: the batch kind (:mod:`glimpse.batches`), e.g. ``text`` for character streams.
         vocab: for text, the symbols in index order; index 0 is the unknown symbol. For
-            captions, the :class:`~glimpse.data.word_tokenizer.WordTokenizer`'s words in id
+            captions, the :class:`~glimpse.data.text.word_tokenizer.WordTokenizer`'s words in id
             order (``<pad>``, ``<start>``, ``<end>``, ``<unk>`` first).
         metadata: provenance and batching facts worth keeping (corpus name, size, hash).
         class_names: for labelled images and detection, the human-readable name of each
@@ -33,7 +33,7 @@ class DataSpec:
             detection, the longest side an image may have after resizing.
         mean, std: the per-channel (RGB) normalisation applied to images in [0, 1].
         tokenizer: for image-text pairs, the subword tokenizer as the plain dict it saves
-            itself to (:mod:`glimpse.data.bpe`), so a checkpoint can tokenize new text.
+            itself to (:mod:`glimpse.data.text.bpe`), so a checkpoint can tokenize new text.
 
     Checkpoints written before a field existed load with that field None.
     """

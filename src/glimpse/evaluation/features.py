@@ -3,7 +3,7 @@ work on.
 
 The data is any labelled image datamodule (``data=shapes``, ``data=imagenette``, an
 ImageFolder) or a multi-view one (``data=ssl_*``, e.g. the checkpoint's own); its train and val
-splits are read unaugmented (resize and centre crop, :func:`glimpse.data.multiview.
+splits are read unaugmented (resize and centre crop, :func:`glimpse.data.ssl.multiview.
 labelled_loader`) and each image goes through the task's ``image_features`` once, in
 evaluation mode.
 """
@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from glimpse.data.multiview import labelled_loader
+from glimpse.data.ssl.multiview import labelled_loader
 
 
 class SplitFeatures(NamedTuple):

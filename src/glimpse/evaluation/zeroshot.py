@@ -31,13 +31,13 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from glimpse.batches import IMAGE_TEXT
-from glimpse.data.image_text import pair_transforms
-from glimpse.data.images import (
+from glimpse.data.image_text.datamodule import pair_transforms
+from glimpse.data.images.decode import open_rgb
+from glimpse.data.images.image_folder import (
     ClassFolder,
     ImageFolderDataModule,
     class_folders,
     collate_labelled_images,
-    open_rgb,
 )
 from glimpse.evaluation.features import evaluation_device, extract_features
 

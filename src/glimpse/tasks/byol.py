@@ -1,6 +1,6 @@
 """BYOL, Bootstrap Your Own Latent (Grill et al. 2020), as a task.
 
-Two augmented views ``v, v'`` of each image (:mod:`glimpse.data.ssl_views`). The online
+Two augmented views ``v, v'`` of each image (:mod:`glimpse.data.ssl.views`). The online
 network (backbone ``f_theta``, projector ``g_theta``, predictor ``q_theta``) predicts the
 target network's projection of the other view; the target (``f_xi``, ``g_xi``) is the EMA of
 the online backbone and projector (:class:`~glimpse.tasks.momentum_teacher.

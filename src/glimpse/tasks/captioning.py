@@ -17,7 +17,7 @@ from torchmetrics.text import BLEUScore
 
 from glimpse.batches import CAPTIONED_IMAGES, CaptionedImages
 from glimpse.callbacks.caption_figures import CaptionFigures
-from glimpse.data.word_tokenizer import WordTokenizer
+from glimpse.data.text.word_tokenizer import WordTokenizer
 from glimpse.metrics.cider import CIDErD
 from glimpse.models.captioning import doubly_stochastic_penalty
 from glimpse.models.decoding import Decoded, beam_search, greedy_decode

@@ -13,7 +13,7 @@ from torchmetrics.text import Perplexity
 
 from glimpse.batches import TEXT
 from glimpse.callbacks.text_samples import TextSampleCallback
-from glimpse.data.vocab import CharVocab
+from glimpse.data.text.vocab import CharVocab
 from glimpse.models.char_rnn import detach_state
 from glimpse.models.sampling import sample_tokens
 from glimpse.tasks.base import GlimpseTask, plain
@@ -25,7 +25,7 @@ class CharLanguageModelTask(GlimpseTask):
     Logs ``train/loss`` and, for val and test, ``loss`` (nats per character), ``bpc`` (bits
     per character, ``loss / ln 2``) and ``ppl`` (perplexity, ``exp`` of the mean loss).
 
-    With ``batching="stream"`` data (see :class:`~glimpse.data.streams.StreamBatches`) the
+    With ``batching="stream"`` data (see :class:`~glimpse.data.text.streams.StreamBatches`) the
     recurrent state is carried from batch to batch and detached in between (truncated BPTT);
     it is reset at the start of every epoch and of every validation or test pass, and saved in
     checkpoints, so a run resumed mid-epoch continues exactly where it stopped.

@@ -14,7 +14,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from glimpse.batches import IMAGE_TEXT, ImageTextPairs, LabelledImages
-from glimpse.data.bpe import BPETokenizer
+from glimpse.data.text.bpe import BPETokenizer
 from glimpse.metrics.retrieval import retrieval_recalls
 from glimpse.models.clip_loss import clip_loss, distributed_rank_and_size
 from glimpse.models.zeroshot import resolve_templates, zero_shot_classifier
@@ -65,7 +65,7 @@ class CLIPTask(GlimpseTask):
     not decayed.
 
     Args:
-        spec: the DataSpec as a dict: its ``tokenizer`` (:class:`~glimpse.data.bpe.
+        spec: the DataSpec as a dict: its ``tokenizer`` (:class:`~glimpse.data.text.bpe.
             BPETokenizer`'s dict), ``metadata["context_length"]``, image size and, for
             zero-shot validation, ``metadata["zeroshot_classes"]``.
         net: Hydra config of the model (:mod:`glimpse.models.clip`, e.g. ``{"_target_":

@@ -1,6 +1,6 @@
 """DINO, self-distillation with no labels (Caron et al. 2021), as a task.
 
-Multi-crop views of each image (:mod:`glimpse.data.ssl_views`): 2 global crops, then ``N``
+Multi-crop views of each image (:mod:`glimpse.data.ssl.views`): 2 global crops, then ``N``
 local crops. The student ``g_s`` (backbone and :class:`~glimpse.models.ssl_heads.DINOHead`)
 sees every view, the teacher ``g_t`` (its EMA, :class:`~glimpse.tasks.momentum_teacher.
 MomentumTeacherTask`, ``lambda`` from 0.996 to 1 on a cosine) only the global ones:

@@ -1,0 +1,1 @@
+"""Images with reference captions: the captioning datamodules, Flickr8k, COCO and feature caches."""

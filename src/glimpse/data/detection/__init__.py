@@ -1,0 +1,1 @@
+"""Object detection data: COCO-format datasets and the box-aware transforms."""

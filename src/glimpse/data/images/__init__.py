@@ -1,0 +1,1 @@
+"""Labelled images: decoding, transforms, the ImageFolder datamodule and the datasets it reads."""

@@ -1,0 +1,410 @@
+"""Labelled images in ImageFolder layout (``root/<split>/<class>/<image>``) as LightningDataModules.
+
+* :func:`open_rgb` decodes one file the way real photo collections need: EXIF orientation
+  applied, grayscale, palette, CMYK, 16-bit and alpha images turned into 8-bit RGB, and any
+  unreadable file reported as a :class:`CorruptImageError` naming it.
+* :func:`train_transform` and :func:`eval_transform` build the torchvision.transforms.v2
+  pipelines from plain arguments (so from config).
+* :class:`ImageFolderDataModule` reads ``root/train`` and ``root/val`` (and ``root/test`` when
+  present, else val again for testing) through :class:`torchvision.datasets.ImageFolder`.
+* With ``decode_device="cuda"`` the workers only read JPEG files, and the batch is decoded and
+  augmented on the GPU (:mod:`glimpse.data.images.device_decode`).
+* :class:`ShapesDataModule` first writes the synthetic shapes dataset
+  (:func:`glimpse.data.synthetic.shapes.write_imagefolder`) and then reads it with the same code.
+
+Corrupt files are found by a verification pass in :meth:`ImageFolderDataModule.setup`, not
+when a batch is loaded: the error (or the count of skipped files, with ``skip_corrupt``)
+then comes before training, once, from the main process; a split's length is fixed before
+its sampler (and Lightning's distributed sampler) is built, so every epoch, every rank and
+every batch has the size the config says, with no collate function that drops samples. The
+pass decodes each image fully (a truncated JPEG is only noticed when its last bytes are
+missing), in JPEG draft mode (DCT-domain downscaling, which still reads every byte) and on
+``num_workers`` threads (Pillow releases the GIL while decoding). Datasets too large to
+verify on every run can set ``verify=false``; a bad file then raises
+:class:`CorruptImageError` naming it when it is loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, default_collate
+from torchvision.datasets import ImageFolder
+
+from glimpse.batches import LABELLED_IMAGES, LabelledImages
+from glimpse.data.images.decode import open_rgb, readable_images
+from glimpse.data.images.device_decode import (
+    EncodedImages,
+    collate_encoded,
+    decode_to_labelled_images,
+    labels_to_device,
+    read_encoded,
+)
+from glimpse.data.images.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    eval_transform,
+    train_transform,
+)
+from glimpse.data.spec import DataSpec
+from glimpse.data.synthetic.shapes import write_imagefolder
+
+log = logging.getLogger(__name__)
+
+
+SPLITS = ("train", "val", "test")
+#: The splits each Lightning stage reads.
+STAGE_SPLITS = {
+    "fit": ("train", "val"),
+    "validate": ("val",),
+    "test": ("test",),
+    "predict": ("test",),
+}
+
+
+def _transform_kind(split: str) -> str:
+    return "train" if split == "train" else "eval"
+
+
+def collate_labelled_images(samples: list[tuple[torch.Tensor, int]]) -> LabelledImages:
+    """Stack ``(image (3, H, W), label)`` samples into a :class:`LabelledImages` batch."""
+    images, labels = default_collate(samples)
+    return LabelledImages(images, labels)
+
+
+def class_folders(folder: Path) -> list[str]:
+    """The class folder names under ``folder``, sorted; hidden folders (``.ipynb_checkpoints``
+    and the like) are not classes."""
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"{folder} does not exist; data.root must hold train/ and val/ folders with one "
+            "subfolder of images per class."
+        )
+    return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+
+
+class ClassFolder(ImageFolder):
+    """:class:`~torchvision.datasets.ImageFolder` with its classes given, not found, so that
+    every split uses the training split's label indices even when a class has no images in
+    it. Samples are ``(transformed image, label)``."""
+
+    def __init__(self, root: Path, classes: Sequence[str], **kwargs) -> None:
+        self.fixed_classes = list(classes)
+        super().__init__(str(root), **kwargs)
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        return self.fixed_classes, {name: i for i, name in enumerate(self.fixed_classes)}
+
+    def keep(self, samples: list[tuple[str, int]]) -> None:
+        """Restrict the dataset to ``samples``."""
+        self.samples = self.imgs = samples
+        self.targets = [label for _, label in samples]
+
+
+class ImageFolderDataModule(L.LightningDataModule):
+    """Images in ``root/{train,val}/<class>/*``, and ``root/test`` when it exists.
+
+    Labels index the class folders of ``root/train`` in sorted order; val and test may lack a
+    class but may not add one. Without ``root/test`` the test stage evaluates val.
+
+    Args:
+        root: the folder holding ``train/`` and ``val/``.
+        image_size: the side of the square crops the model receives.
+        batch_size: images per batch (per device).
+        num_workers: DataLoader worker processes (and verification threads).
+        class_names: a mapping from class folder name to a human-readable name (for example
+            ImageNet wnids to words); every folder must be in it. None keeps the folder names.
+        scale: RandomResizedCrop's range of the crop's area, as a fraction of the image's.
+        hflip: probability of a horizontal flip in training.
+        auto_augment: ``trivialaugment``, ``randaugment`` or None.
+        randaugment_num_ops, randaugment_magnitude: RandAugment's N and M.
+        random_erasing: probability of RandomErasing in training.
+        crop_ratio: evaluation resizes the shorter side to ``image_size / crop_ratio`` and
+            takes the centre crop.
+        mean, std: per-channel normalisation of RGB values in [0, 1].
+        verify: decode every image of a split once at setup (see the module docstring).
+        skip_corrupt: leave unreadable images out (counted in a warning) instead of failing;
+            needs ``verify``.
+        pin_memory: page-locked batches; None pins them when training on a CUDA device.
+        decode_device: ``cpu`` decodes and augments in the DataLoader workers; ``cuda`` has
+            the workers read JPEG bytes only and decodes and augments each batch on the device
+            it is moved to (:mod:`glimpse.data.images.device_decode`; other formats are decoded in
+            the workers). Batches are :class:`LabelledImages` either way.
+    """
+
+    KIND = LABELLED_IMAGES
+    #: Whether every class folder of val and test must be a class of train. A datamodule that
+    #: reads chosen classes of a larger tree (an ImageNet subset) sets it False.
+    ALL_FOLDERS_ARE_CLASSES = True
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        image_size: int = 224,
+        batch_size: int = 64,
+        num_workers: int = 4,
+        class_names: Mapping[str, str] | None = None,
+        scale: Sequence[float] = (0.08, 1.0),
+        hflip: float = 0.5,
+        auto_augment: Literal["trivialaugment", "randaugment"] | None = None,
+        randaugment_num_ops: int = 2,
+        randaugment_magnitude: int = 9,
+        random_erasing: float = 0.0,
+        crop_ratio: float = 0.875,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        verify: bool = True,
+        skip_corrupt: bool = False,
+        pin_memory: bool | None = None,
+        decode_device: Literal["cpu", "cuda"] = "cpu",
+    ) -> None:
+        super().__init__()
+        if decode_device not in ("cpu", "cuda"):
+            raise ValueError(f"data.decode_device={decode_device!r} must be cpu or cuda.")
+        if skip_corrupt and not verify:
+            raise ValueError("data.skip_corrupt=true needs data.verify=true to find the files.")
+        if len(mean) != 3 or len(std) != 3:
+            raise ValueError(f"data.mean={list(mean)} and data.std={list(std)} need 3 values.")
+        self.root = Path(root)
+        self.image_size = int(image_size)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.class_name_map = dict(class_names) if class_names is not None else None
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.verify, self.skip_corrupt = verify, skip_corrupt
+        self.pin_memory = pin_memory
+        self.decode_device = decode_device
+        self.transforms = {
+            "train": train_transform(
+                self.image_size,
+                scale,
+                hflip,
+                auto_augment,
+                randaugment_num_ops,
+                randaugment_magnitude,
+                random_erasing,
+                self.mean,
+                self.std,
+            ),
+            "eval": eval_transform(self.image_size, crop_ratio, self.mean, self.std),
+        }
+        self.datasets: dict[str, ClassFolder] = {}
+        self._spec: DataSpec | None = None
+
+    def split_folder(self, split: str) -> Path:
+        """Where ``split`` is read from: ``root/test``, or ``root/val`` when there is none."""
+        if split == "test" and not (self.root / "test").is_dir():
+            return self.root / "val"
+        return self.root / split
+
+    def setup(self, stage: str | None = None) -> None:
+        """Index the classes and the images of the splits ``stage`` needs (all for None),
+        each split once per datamodule, verifying its images when ``verify``."""
+        if self._spec is None:
+            self._spec = self._build_spec(class_folders(self.root / "train"))
+        for split in STAGE_SPLITS.get(stage or "", SPLITS):
+            self.dataset(split)
+
+    def metadata(self) -> dict:
+        """Provenance kept in the spec's metadata."""
+        return {"root": str(self.root)}
+
+    def _build_spec(self, folders: list[str]) -> DataSpec:
+        names = folders
+        if self.class_name_map is not None:
+            missing = [f for f in folders if f not in self.class_name_map]
+            if missing:
+                raise ValueError(
+                    f"data.class_names has no name for the class folder(s) {', '.join(missing)} "
+                    f"of {self.root / 'train'}."
+                )
+            names = [self.class_name_map[f] for f in folders]
+        if len(folders) < 2:
+            raise ValueError(
+                f"{self.root / 'train'} holds {len(folders)} class folder(s); classification "
+                "needs at least 2."
+            )
+        return DataSpec(
+            kind=LABELLED_IMAGES,
+            class_names=tuple(names),
+            image_size=self.image_size,
+            mean=self.mean,
+            std=self.std,
+            metadata={**self.metadata(), "class_folders": list(folders)},
+        )
+
+    def dataset(self, split: str) -> ClassFolder:
+        """The dataset of ``split``, indexed (and verified) on first use; the test split is
+        the val dataset itself when there is no ``root/test``."""
+        if split not in self.datasets:
+            if split == "test" and self.split_folder("test") == self.split_folder("val"):
+                self.datasets[split] = self.dataset("val")
+            else:
+                self.datasets[split] = self._build_split(split)
+        return self.datasets[split]
+
+    def _build_split(self, split: str) -> ClassFolder:
+        folder = self.split_folder(split)
+        classes = self.spec.metadata["class_folders"]
+        if split != "train" and self.ALL_FOLDERS_ARE_CLASSES:
+            extra = sorted(set(class_folders(folder)) - set(classes))
+            if extra:
+                raise ValueError(
+                    f"{folder} has class folder(s) {', '.join(extra)} that {self.root / 'train'} "
+                    "lacks; every class needs training images."
+                )
+        on_device = self.decode_device == "cuda"
+        dataset = ClassFolder(
+            folder,
+            classes,
+            transform=None if on_device else self.transforms[_transform_kind(split)],
+            loader=partial(read_encoded, fallback=open_rgb) if on_device else open_rgb,
+            allow_empty=split != "train",
+        )
+        if self.verify:
+            self._verify(dataset, split, folder)
+        counts = np.bincount(dataset.targets, minlength=len(classes))
+        log.info(
+            "%s split: %d images in %d classes from %s (%d to %d per class)",
+            split,
+            len(dataset),
+            len(classes),
+            folder,
+            counts.min(),
+            counts.max(),
+        )
+        if len(dataset) == 0:
+            raise ValueError(f"{folder} holds no images in the class folders of the train split.")
+        return dataset
+
+    def _verify(self, dataset: ClassFolder, split: str, folder: Path) -> None:
+        """Decode every image of ``dataset``; raise on unreadable ones, or drop and count them
+        with ``skip_corrupt``."""
+        paths = [path for path, _ in dataset.samples]
+        kept = readable_images(paths, self.num_workers, self.skip_corrupt, split, folder)
+        if len(kept) < len(paths):
+            dataset.keep([dataset.samples[index] for index in kept])
+
+    @property
+    def spec(self) -> DataSpec:
+        if self._spec is None:
+            raise RuntimeError("Call prepare_data() and setup() before reading the spec.")
+        return self._spec
+
+    def _pin(self) -> bool:
+        if self.pin_memory is not None:
+            return self.pin_memory
+        return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+
+    def _loader(self, split: str) -> DataLoader:
+        """The split's DataLoader. Training shuffles and drops the last partial batch (when the
+        split holds at least one whole batch): BatchNorm statistics of a batch of one or two
+        images are noise, and every step then averages the same number of images."""
+        train = split == "train"
+        dataset = self.dataset(split)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=train,
+            drop_last=train and len(dataset) >= self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=(
+                partial(collate_encoded, split=split)
+                if self.decode_device == "cuda"
+                else collate_labelled_images
+            ),
+            pin_memory=self._pin(),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def transfer_batch_to_device(
+        self, batch: object, device: torch.device, dataloader_idx: int
+    ) -> object:
+        """Lightning's transfer, but JPEG bytes stay in CPU memory for the decoder."""
+        if isinstance(batch, EncodedImages):
+            return labels_to_device(batch, device)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def on_after_batch_transfer(self, batch: object, dataloader_idx: int) -> object:
+        """With ``decode_device="cuda"``, decode and transform the batch on its device."""
+        if isinstance(batch, EncodedImages):
+            transform = self.transforms[_transform_kind(batch.split)]
+            return decode_to_labelled_images(batch, transform, open_rgb)
+        return batch
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+
+#: How :class:`ShapesDataModule` shares each class's images among the splits.
+SHAPES_SPLITS = {"train": 0.8, "val": 0.1, "test": 0.1}
+
+
+class ShapesDataModule(ImageFolderDataModule):
+    """The synthetic shapes classification set (:mod:`glimpse.data.synthetic.shapes`): 7 classes,
+    one large shape per image among small distractors, on varied backgrounds.
+
+    :meth:`prepare_data` writes it, once, to :attr:`root` under ``data_dir``
+    (``train/``, ``val/``, ``test/`` taking 80/10/10 % of each class); it is then read by
+    :class:`ImageFolderDataModule`. The folder's name holds every parameter of its contents,
+    so changing one writes a new dataset instead of reading a stale one.
+
+    Args:
+        data_dir: where the generated folder goes.
+        image_size: the side of the generated images and of the model's input.
+        num_per_class: images per class over all splits.
+        seed: the generator's seed; the same seed gives the same files.
+        distractors: up to this many small shapes of other kinds per image.
+        **kwargs: any argument of :class:`ImageFolderDataModule` but ``root``.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike = "data",
+        image_size: int = 32,
+        num_per_class: int = 300,
+        seed: int = 0,
+        distractors: int = 2,
+        **kwargs,
+    ) -> None:
+        name = f"shapes_{image_size}_{seed}_n{num_per_class}_d{distractors}"
+        super().__init__(root=Path(data_dir) / name, image_size=image_size, **kwargs)
+        self.num_per_class, self.seed, self.distractors = num_per_class, seed, distractors
+
+    def metadata(self) -> dict:
+        return {
+            **super().metadata(),
+            "generator": "glimpse.data.synthetic.shapes.write_imagefolder",
+            "num_per_class": self.num_per_class,
+            "seed": self.seed,
+            "distractors": self.distractors,
+        }
+
+    def prepare_data(self) -> None:
+        """Write the dataset unless its folder exists (written atomically, so it is whole)."""
+        if self.root.is_dir():
+            return
+        log.info("Writing the shapes dataset to %s", self.root)
+        write_imagefolder(
+            self.root,
+            self.num_per_class,
+            self.image_size,
+            self.seed,
+            splits=SHAPES_SPLITS,
+            distractors=self.distractors,
+        )

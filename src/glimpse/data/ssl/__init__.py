@@ -1,0 +1,1 @@
+"""Self-supervised learning data: augmented views of the images of a labelled image datamodule."""

@@ -1,0 +1,1 @@
+"""The synthetic shapes generator, which writes real on-disk formats, and its datamodules."""

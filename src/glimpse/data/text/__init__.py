@@ -1,0 +1,1 @@
+"""Character corpora and their batching, vocabularies, tokenizers and the char-text datamodule."""
