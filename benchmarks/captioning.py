@@ -7,8 +7,8 @@ Two parts, each optional:
   ``fine_tune_encoder_from_epoch=None``; by default ResNet-50 up to ``layer3``, the 14x14 grid
   of 1024 channels of Xu et al. at 224 px, and :class:`~glimpse.models.captioning.
   ShowAttendTell` at its default sizes) on a generated
-  :class:`~glimpse.data.captions.flickr8k.ShapesCaptionsDataModule` (written once into a temporary
-  folder, five captions per image, enough images for one epoch to hold every step of a
+  :class:`~glimpse.data.synthetic.datamodules.ShapesCaptionsDataModule` (written once into a
+  temporary folder, five captions per image, enough images for one epoch to hold every step of a
   block), twice:
 
   * **uncached** (``cache_features=false``): every step decodes its images in the
@@ -70,7 +70,7 @@ from machine import base_parser, clock, machine_info, quiet_lightning, set_threa
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from glimpse.data.captions.flickr8k import ShapesCaptionsDataModule
+from glimpse.data.synthetic.datamodules import ShapesCaptionsDataModule
 from glimpse.data.synthetic.shapes import FLICKR_SPLITS
 from glimpse.data.text.word_tokenizer import SPECIALS, WordTokenizer
 from glimpse.models.decoding import beam_search, greedy_decode

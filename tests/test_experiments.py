@@ -184,7 +184,7 @@ def test_detr_recipes_compose_for_coco_fine_tuning_and_the_cpu(tmp_path):
     assert tune.data.root == "/data/mine"
     cpu = compose_train(["experiment=shapes_detr_cpu"], tmp_path)
     assert cpu.model.net._target_ == "glimpse.models.detr.detr_small"
-    assert cpu.data._target_ == "glimpse.data.synthetic.shapes_detection.ShapesDetectionDataModule"
+    assert cpu.data._target_ == "glimpse.data.synthetic.datamodules.ShapesDetectionDataModule"
 
 
 def test_shapes_detr_cpu_recipe_trains_when_shrunk(tmp_path):

@@ -25,7 +25,6 @@ from glimpse.data.captions.flickr8k import (
     PUBLISHED_MD5,
     TEXT_ARCHIVE,
     Flickr8kDataModule,
-    ShapesCaptionsDataModule,
 )
 from glimpse.data.download import DownloadError
 from glimpse.data.spec import DataSpec
@@ -398,33 +397,6 @@ def test_coco_without_its_files_says_what_is_missing(tmp_path):
     (root / "annotations" / "captions_val2017.json").unlink()
     with pytest.raises(FileNotFoundError, match="captions_val2017.json does not exist"):
         coco(root).setup()
-
-
-# --- Shapes captions ----------------------------------------------------------------------
-
-
-def test_shapes_captions_end_to_end(tmp_path):
-    kwargs = dict(data_dir=tmp_path, num_images=16, image_size=SIZE, batch_size=4, num_workers=0)
-    data = ShapesCaptionsDataModule(**kwargs)
-    data.prepare_data()
-    assert data.root == tmp_path / f"shapes_captions_{SIZE}_0_n16_s3"
-    written = (data.root / "Flickr8k.token.txt").stat().st_mtime_ns
-    data.setup()
-    meta = data.spec.metadata
-    assert [meta["splits"][s]["images"] for s in ("train", "val", "test")] == [12, 2, 2]
-    assert meta["splits"]["train"]["captions"] == 60 and meta["images_missing"] == 0
-    assert (
-        meta["generator"] == "glimpse.data.synthetic.shapes.write_flickr8k"
-        and meta["num_images"] == 16
-    )
-    batch = next(iter(data.train_dataloader()))
-    assert batch.images.shape == (4, 3, SIZE, SIZE) and batch.captions.shape[0] == 4
-    words = data.tokenizer.decode(batch.captions[0]).split()
-    assert words and "<unk>" not in words
-    val = next(iter(data.val_dataloader()))
-    assert val.captions.shape[0] == 10 and len(val.references[0]) == 5
-    ShapesCaptionsDataModule(**kwargs).prepare_data()
-    assert (data.root / "Flickr8k.token.txt").stat().st_mtime_ns == written
 
 
 # --- Download -----------------------------------------------------------------------------

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from glimpse.data.captions.feature_cache import cached_features, load_features, save_features
-from glimpse.data.captions.flickr8k import ShapesCaptionsDataModule
 from glimpse.data.images.decode import open_rgb
+from glimpse.data.synthetic.datamodules import ShapesCaptionsDataModule
 
 SIZE = 16
 

@@ -29,8 +29,7 @@ from glimpse.data.detection.coco import (
 from glimpse.data.download import DownloadError
 from glimpse.data.images.decode import CorruptImageError
 from glimpse.data.spec import DataSpec
-from glimpse.data.synthetic.shapes import KINDS
-from glimpse.data.synthetic.shapes_detection import ShapesDetectionDataModule
+from glimpse.data.synthetic.datamodules import ShapesDetectionDataModule
 
 WIDTH, HEIGHT = 64, 48
 MEAN, STD = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
@@ -395,31 +394,7 @@ def test_the_published_checksums_are_md5s_of_the_three_archives():
     }
 
 
-# Shapes and configs ----------------------------------------------------------------------
-
-
-def test_shapes_detection_writes_coco_files_once_and_serves_batches(tmp_path):
-    data = ShapesDetectionDataModule(
-        data_dir=tmp_path, num_images=20, image_size=32, batch_size=4, num_workers=0
-    )
-    data.prepare_data()
-    assert data.root == tmp_path / "shapes_coco_32_0_n20_s4"
-    written = (data.root / "annotations/instances_train.json").stat().st_mtime_ns
-    data.prepare_data()
-    assert (data.root / "annotations/instances_train.json").stat().st_mtime_ns == written
-    data.setup("fit")
-    spec = data.spec
-    assert spec.class_names == KINDS and spec.metadata["category_ids"] == [1, 2, 3, 4, 5, 6, 7]
-    assert spec.metadata["generator"] == "glimpse.data.synthetic.shapes.write_coco"
-    assert spec.metadata["counts"]["train"]["images"] == 16
-    batch = next(iter(data.train_dataloader()))
-    assert batch.images.shape == (4, 3, 32, 32) and not batch.mask.any()
-    for target in batch.targets:
-        assert len(target.boxes) >= 1 and target.labels.max() < len(KINDS)
-        assert (target.boxes > 0).all() and (target.boxes <= 1).all()
-    data.setup("test")
-    assert len(data.dataset("test")) == 2 and data.dataset("test") is not data.dataset("val")
-    assert spec.metadata["annotation_files"]["test"].endswith("instances_test.json")
+# Configs ----------------------------------------------------------------------------
 
 
 def _data_config(name: str, tmp_path: Path, *overrides: str):

@@ -30,8 +30,8 @@ from glimpse.data.image_text.datamodule import (
     pair_transforms,
 )
 from glimpse.data.images.decode import CorruptImageError, open_rgb
-from glimpse.data.images.image_folder import ShapesDataModule
 from glimpse.data.spec import DataSpec
+from glimpse.data.synthetic.datamodules import ShapesDataModule
 from glimpse.data.synthetic.shapes import (
     KINDS,
     PLURALS,

@@ -14,7 +14,7 @@ from PIL import Image
 
 from glimpse.batches import LABELLED_IMAGES, LabelledImages
 from glimpse.data.images.decode import ALPHA_BACKGROUND, CorruptImageError, open_rgb
-from glimpse.data.images.image_folder import ImageFolderDataModule, ShapesDataModule
+from glimpse.data.images.image_folder import ImageFolderDataModule
 from glimpse.data.images.imagenette import IMAGENETTE_CLASSES
 from glimpse.data.images.transforms import eval_transform, train_transform
 from glimpse.data.synthetic.shapes import KINDS, write_imagefolder
@@ -234,24 +234,6 @@ def test_eval_transform_resizes_crops_and_normalises():
     ramp = Image.fromarray(np.tile(np.arange(60, dtype=np.uint8) * 4, (40, 1)))
     plain = eval_transform(SIZE, 0.8, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))(ramp.convert("RGB"))
     assert plain[0, 0, 0] * 255 == pytest.approx(14 * 4, abs=1)
-
-
-def test_shapes_datamodule_writes_once_then_reads_the_imagefolder(tmp_path):
-    data = ShapesDataModule(
-        data_dir=tmp_path, image_size=SIZE, num_per_class=10, seed=3, batch_size=4, num_workers=0
-    )
-    data.prepare_data()
-    assert data.root == tmp_path / "shapes_32_3_n10_d2"
-    stamp = (data.root / "train").stat().st_mtime_ns
-    data.prepare_data()
-    assert (data.root / "train").stat().st_mtime_ns == stamp
-    data.setup(None)
-    counts = {split: len(data.dataset(split)) for split in ("train", "val", "test")}
-    assert counts == {"train": 56, "val": 7, "test": 7}
-    assert data.spec.class_names == tuple(sorted(KINDS))
-    assert data.spec.metadata["seed"] == 3 and data.spec.metadata["num_per_class"] == 10
-    other = ShapesDataModule(data_dir=tmp_path, image_size=SIZE, num_per_class=5, seed=3)
-    assert other.root != data.root
 
 
 @pytest.mark.skipif(not IMAGENETTE.is_dir(), reason="../shared/data/imagenette2_sample absent")

@@ -21,8 +21,8 @@ training too: a random crop would cut out what a caption names. A horizontal fli
 optional and off by default, as captions say "left" and "right".
 
 The datasets: :class:`~glimpse.data.captions.flickr8k.Flickr8kDataModule`,
-:class:`~glimpse.data.captions.flickr8k.ShapesCaptionsDataModule` and
-:class:`~glimpse.data.captions.coco_captions.CocoCaptionsDataModule`.
+:class:`~glimpse.data.captions.coco_captions.CocoCaptionsDataModule` and the synthetic
+:class:`~glimpse.data.synthetic.datamodules.ShapesCaptionsDataModule`.
 """
 
 from __future__ import annotations

@@ -1,5 +1,4 @@
-"""Flickr8k (Hodosh, Young & Hockenmaier 2013): 8,091 Flickr photos with five captions each,
-and the synthetic shapes captions written in its layout.
+"""Flickr8k (Hodosh, Young & Hockenmaier 2013): 8,091 Flickr photos with five captions each.
 
 Two layouts are read (``layout="auto"`` picks the one found under ``root``):
 
@@ -39,7 +38,6 @@ from glimpse.data.formats.caption_files import (
     read_kaggle_captions,
     read_split_list,
 )
-from glimpse.data.synthetic.shapes import write_flickr8k
 
 log = logging.getLogger(__name__)
 
@@ -241,63 +239,3 @@ class Flickr8kDataModule(CaptionDataModule):
             )
             for split in names
         }
-
-
-class ShapesCaptionsDataModule(Flickr8kDataModule):
-    """Synthetic shapes with five generated captions each (:func:`glimpse.data.synthetic.shapes.
-    write_flickr8k`), written once to ``data_dir`` in the official Flickr8k layout and read as
-    such (75/12.5/12.5 % train/val/test). The folder's name holds every parameter, so changing
-    one writes a new dataset.
-
-    Args:
-        data_dir: where the generated folder goes.
-        num_images: images over all splits.
-        image_size: the side of the generated images and of the model's input.
-        seed: the generator's seed; the same seed gives the same files.
-        max_shapes: up to this many shapes per image.
-        min_word_freq, crop_ratio: as in
-            :class:`~glimpse.data.captions.datamodule.CaptionDataModule` (every word is kept; the
-            images are used whole).
-        **kwargs: any other argument of
-            :class:`~glimpse.data.captions.datamodule.CaptionDataModule`.
-    """
-
-    def __init__(
-        self,
-        data_dir: str | os.PathLike = "data",
-        num_images: int = 1200,
-        image_size: int = 64,
-        seed: int = 0,
-        max_shapes: int = 3,
-        min_word_freq: int = 1,
-        crop_ratio: float = 1.0,
-        **kwargs,
-    ) -> None:
-        name = f"shapes_captions_{image_size}_{seed}_n{num_images}_s{max_shapes}"
-        super().__init__(
-            root=Path(data_dir) / name,
-            layout="official",
-            image_size=image_size,
-            min_word_freq=min_word_freq,
-            crop_ratio=crop_ratio,
-            **kwargs,
-        )
-        self.num_images, self.seed, self.max_shapes = num_images, seed, max_shapes
-
-    def metadata(self) -> dict:
-        return {
-            **super().metadata(),
-            "generator": "glimpse.data.synthetic.shapes.write_flickr8k",
-            "num_images": self.num_images,
-            "seed": self.seed,
-            "max_shapes": self.max_shapes,
-        }
-
-    def prepare_data(self) -> None:
-        """Write the dataset unless its folder exists (written atomically, so it is whole)."""
-        if self.root.is_dir():
-            return
-        log.info("Writing the shapes captions dataset to %s", self.root)
-        write_flickr8k(
-            self.root, self.num_images, self.image_size, self.seed, max_shapes=self.max_shapes
-        )

@@ -29,7 +29,7 @@ Images are decoded on their stored pixel grid, the one COCO's annotations use; w
 annotation's ``width`` and ``height`` only match the image turned upright by its EXIF
 orientation (as labelling tools that show photos upright write them), that one is used.
 Transforms and padding: :mod:`glimpse.data.detection.transforms`. The synthetic shapes
-written in this format: :class:`~glimpse.data.synthetic.shapes_detection.ShapesDetectionDataModule`.
+written in this format: :class:`~glimpse.data.synthetic.datamodules.ShapesDetectionDataModule`.
 """
 
 from __future__ import annotations

@@ -9,8 +9,6 @@
   present, else val again for testing) through :class:`torchvision.datasets.ImageFolder`.
 * With ``decode_device="cuda"`` the workers only read JPEG files, and the batch is decoded and
   augmented on the GPU (:mod:`glimpse.data.images.device_decode`).
-* :class:`ShapesDataModule` first writes the synthetic shapes dataset
-  (:func:`glimpse.data.synthetic.shapes.write_imagefolder`) and then reads it with the same code.
 
 Corrupt files are found by a verification pass in :meth:`ImageFolderDataModule.setup`, not
 when a batch is loaded: the error (or the count of skipped files, with ``skip_corrupt``)
@@ -55,7 +53,6 @@ from glimpse.data.images.transforms import (
     train_transform,
 )
 from glimpse.data.spec import DataSpec
-from glimpse.data.synthetic.shapes import write_imagefolder
 
 log = logging.getLogger(__name__)
 
@@ -349,62 +346,3 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")
-
-
-#: How :class:`ShapesDataModule` shares each class's images among the splits.
-SHAPES_SPLITS = {"train": 0.8, "val": 0.1, "test": 0.1}
-
-
-class ShapesDataModule(ImageFolderDataModule):
-    """The synthetic shapes classification set (:mod:`glimpse.data.synthetic.shapes`): 7 classes,
-    one large shape per image among small distractors, on varied backgrounds.
-
-    :meth:`prepare_data` writes it, once, to :attr:`root` under ``data_dir``
-    (``train/``, ``val/``, ``test/`` taking 80/10/10 % of each class); it is then read by
-    :class:`ImageFolderDataModule`. The folder's name holds every parameter of its contents,
-    so changing one writes a new dataset instead of reading a stale one.
-
-    Args:
-        data_dir: where the generated folder goes.
-        image_size: the side of the generated images and of the model's input.
-        num_per_class: images per class over all splits.
-        seed: the generator's seed; the same seed gives the same files.
-        distractors: up to this many small shapes of other kinds per image.
-        **kwargs: any argument of :class:`ImageFolderDataModule` but ``root``.
-    """
-
-    def __init__(
-        self,
-        data_dir: str | os.PathLike = "data",
-        image_size: int = 32,
-        num_per_class: int = 300,
-        seed: int = 0,
-        distractors: int = 2,
-        **kwargs,
-    ) -> None:
-        name = f"shapes_{image_size}_{seed}_n{num_per_class}_d{distractors}"
-        super().__init__(root=Path(data_dir) / name, image_size=image_size, **kwargs)
-        self.num_per_class, self.seed, self.distractors = num_per_class, seed, distractors
-
-    def metadata(self) -> dict:
-        return {
-            **super().metadata(),
-            "generator": "glimpse.data.synthetic.shapes.write_imagefolder",
-            "num_per_class": self.num_per_class,
-            "seed": self.seed,
-            "distractors": self.distractors,
-        }
-
-    def prepare_data(self) -> None:
-        """Write the dataset unless its folder exists (written atomically, so it is whole)."""
-        if self.root.is_dir():
-            return
-        log.info("Writing the shapes dataset to %s", self.root)
-        write_imagefolder(
-            self.root,
-            self.num_per_class,
-            self.image_size,
-            self.seed,
-            splits=SHAPES_SPLITS,
-            distractors=self.distractors,
-        )
