@@ -1,9 +1,13 @@
-"""download_file against a local HTTP server, and extract_archive's path checks."""
+"""download_file against a local HTTP server, extract_archive's path checks and extract_into's
+atomic placing."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
+import subprocess
+import sys
 import tarfile
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,8 +17,10 @@ import pytest
 from conftest import LocalServer as Server
 from conftest import md5
 
-from glimpse.data.download import DownloadError, download_file, extract_archive
+from glimpse.data import download as download_module
+from glimpse.data.download import DownloadError, download_file, extract_archive, extract_into
 from glimpse.data.text.char_text import CharTextDataModule
+from glimpse.errors import ConfigError, DataError
 
 GOOD = b"".join(b"line %d of the good file \xc3\xa9\n" % i for i in range(400))
 TEXT = "".join(f"Speaker {i % 7}:\nWords, words, words number {i}.\n\n" for i in range(120))
@@ -300,5 +306,127 @@ def test_refuses_tar_hard_link_pointing_outside(tmp_path: Path):
 def test_refuses_file_that_is_no_archive(tmp_path: Path):
     path = tmp_path / "plain.txt"
     path.write_text("not an archive\n")
-    with pytest.raises(ValueError, match="neither"):
+    with pytest.raises(DataError, match="neither"):
         extract_archive(path, tmp_path / "out")
+
+
+def test_an_empty_list_of_md5s_is_refused(server: Server, tmp_path: Path):
+    with pytest.raises(ConfigError, match="data.md5 is an empty list"):
+        download_file(server.url("/good.bin"), tmp_path / "good.bin", md5=[])
+
+
+# extract_into ------------------------------------------------------------------------------
+
+
+def _release(tmp_path: Path) -> Path:
+    """A tar.gz holding ``release/`` (FILES) and ``notes.txt`` at its top."""
+
+    def build(tar):
+        for name, data in FILES.items():
+            _add_file(tar, f"release/{name}", data)
+        _add_file(tar, "notes.txt", b"notes\n")
+
+    return _tar(tmp_path / "release.tar.gz", build)
+
+
+def _dead_pid() -> int:
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(done.stdout)
+
+
+def test_extract_into_moves_every_top_level_entry_and_leaves_no_temporary(tmp_path: Path):
+    archive, folder = _release(tmp_path), tmp_path / "data"
+    extract_into(archive, folder)
+    assert _names(folder) == ["notes.txt", "release"]
+    _assert_extracted(folder / "release")
+
+
+def test_extract_into_places_what_select_names_in_its_order(tmp_path: Path, monkeypatch):
+    archive, folder = _release(tmp_path), tmp_path / "data"
+    moved = []
+    real_move = download_module._move
+
+    def recording(source: Path, target: Path) -> None:
+        moved.append(target.name)
+        real_move(source, target)
+
+    monkeypatch.setattr(download_module, "_move", recording)
+    extract_into(
+        archive,
+        folder,
+        lambda tree: [(tree / "notes.txt", "z.txt"), (tree / "release" / "sub", "sub")],
+    )
+    assert moved == ["z.txt", "sub"]
+    assert _names(folder) == ["sub", "z.txt"]
+    assert (folder / "sub" / "b.txt").read_bytes() == FILES["sub/b.txt"]
+
+
+def test_extract_into_keeps_what_the_folder_holds_and_adds_what_it_lacks(tmp_path: Path):
+    archive, folder = _release(tmp_path), tmp_path / "data"
+    (folder / "release" / "sub").mkdir(parents=True)
+    (folder / "release" / "sub" / "b.txt").write_bytes(b"mine\n")
+    (folder / "notes.txt").write_bytes(b"my notes\n")
+    extract_into(archive, folder)
+    assert (folder / "release" / "sub" / "b.txt").read_bytes() == b"mine\n"
+    assert (folder / "notes.txt").read_bytes() == b"my notes\n"
+    assert (folder / "release" / "a.txt").read_bytes() == FILES["a.txt"]
+    assert (folder / "release" / "sub" / "deeper" / "c.bin").read_bytes() == FILES[
+        "sub/deeper/c.bin"
+    ]
+    assert _names(folder) == ["notes.txt", "release"]
+
+
+def test_an_interrupted_extract_into_leaves_nothing_under_the_final_names(
+    tmp_path: Path, monkeypatch
+):
+    archive, folder = _release(tmp_path), tmp_path / "data"
+
+    def interrupted(source: Path, destination: Path) -> Path:
+        (destination / "release").mkdir(parents=True)
+        (destination / "release" / "a.txt").write_bytes(b"al")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(download_module, "extract_archive", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        extract_into(archive, folder)
+    assert _names(folder) == []
+
+
+def test_extract_into_removes_what_an_ended_process_left_and_nothing_else(tmp_path: Path):
+    archive, folder = _release(tmp_path), tmp_path / "data"
+    stale = folder / f".release.tar.gz.{_dead_pid()}.extracting"
+    (stale / "release").mkdir(parents=True)
+    alive = folder / f".release.tar.gz.{os.getppid()}.extracting"
+    other = folder / f".other.zip.{_dead_pid()}.extracting"
+    alive.mkdir()
+    other.mkdir()
+    extract_into(archive, folder)
+    assert not stale.exists() and alive.is_dir() and other.is_dir()
+    _assert_extracted(folder / "release")
+
+
+def test_extract_into_refuses_a_member_outside_and_places_nothing(tmp_path: Path):
+    def build(tar):
+        _add_file(tar, "release/a.txt", b"alpha\n")
+        _add_file(tar, "../evil.txt", b"pwned\n")
+
+    archive, folder = _tar(tmp_path / "evil.tar.gz", build), tmp_path / "data"
+    with pytest.raises(DataError, match="'../evil.txt', which points outside"):
+        extract_into(archive, folder)
+    assert _names(folder) == [] and not (tmp_path / "evil.txt").exists()
+
+
+def test_a_selection_refusing_the_archive_places_nothing(tmp_path: Path):
+    archive, folder = _release(tmp_path), tmp_path / "data"
+
+    def refuse(tree: Path) -> list[tuple[Path, str]]:
+        raise DataError(f"{archive} holds no train/ folder.")
+
+    with pytest.raises(DataError, match="holds no train/ folder"):
+        extract_into(archive, folder, refuse)
+    assert _names(folder) == []

@@ -19,8 +19,8 @@ from conftest import LocalServer as Server
 from PIL import Image
 
 from glimpse.batches import LABELLED_IMAGES
+from glimpse.data import download as download_module
 from glimpse.data.download import DownloadError
-from glimpse.data.images import imagenette as imagenette_module
 from glimpse.data.images.imagenette import (
     IMAGENETTE_CLASSES,
     IMAGEWOOF_CLASSES,
@@ -150,7 +150,7 @@ def test_an_interrupted_extraction_is_not_taken_for_the_dataset(
     _, archive = release
     data_dir = tmp_path / "data"
     url = _served(server, archive)
-    real_extract = imagenette_module.extract_archive
+    real_extract = download_module.extract_archive
 
     def interrupted(source: Path, destination: Path) -> Path:
         part = destination / RELEASE / "train" / "n01440764"
@@ -158,7 +158,7 @@ def test_an_interrupted_extraction_is_not_taken_for_the_dataset(
         (part / "half.JPEG").write_bytes(b"\xff\xd8")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(imagenette_module, "extract_archive", interrupted)
+    monkeypatch.setattr(download_module, "extract_archive", interrupted)
     with pytest.raises(KeyboardInterrupt):
         _datamodule(data_dir=data_dir, url=url, md5=md5(archive)).prepare_data()
     assert _names(data_dir) == [f"{RELEASE}.tgz"]  # no folder under the final name
@@ -171,9 +171,9 @@ def test_an_interrupted_extraction_is_not_taken_for_the_dataset(
         capture_output=True,
         check=True,
     )
-    stale = data_dir / f".{RELEASE}.{int(dead.stdout)}.extracting" / RELEASE / "train"
+    stale = data_dir / f".{RELEASE}.tgz.{int(dead.stdout)}.extracting" / RELEASE / "train"
     stale.mkdir(parents=True)
-    monkeypatch.setattr(imagenette_module, "extract_archive", real_extract)
+    monkeypatch.setattr(download_module, "extract_archive", real_extract)
     data = _datamodule(data_dir=data_dir, url=url, md5=md5(archive))
     data.prepare_data()
     assert _names(data_dir) == [RELEASE, f"{RELEASE}.tgz"]

@@ -26,18 +26,18 @@ from __future__ import annotations
 import logging
 import os
 import random
-import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
 from glimpse.data.captions.datamodule import CaptionDataModule, SplitSource, image_files
-from glimpse.data.download import download_file, extract_archive
+from glimpse.data.download import download_file, extract_into
 from glimpse.data.formats.caption_files import (
     read_flickr8k_tokens,
     read_kaggle_captions,
     read_split_list,
 )
+from glimpse.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -89,29 +89,26 @@ def _found(tree: Path, name: str) -> Path | None:
     return min(hits, key=lambda p: len(p.parts)) if hits else None
 
 
-def extract_release(archive: Path, root: Path) -> None:
-    """Unpack an official archive into ``root``: the images archive's image folder, or the
-    text archive's ``.txt`` files (the token file last, as it marks a finished layout). Each
-    lands under its final name by a rename, whole or not at all."""
-    temporary = root / f".{archive.name}.{os.getpid()}.extracting"
-    shutil.rmtree(temporary, ignore_errors=True)
-    try:
-        extract_archive(archive, temporary)
-        folder = next(filter(None, (_found(temporary, d) for d in IMAGE_DIRS[:2])), None)
-        token = _found(temporary, TOKEN_FILE)
+def release_contents(archive: Path) -> Callable[[Path], list[tuple[Path, str]]]:
+    """What of an extracted official archive goes into ``root``: the images archive's image
+    folder, or the text archive's ``.txt`` files, the token file last (it marks a finished
+    layout). Raises :class:`~glimpse.errors.DataError` naming ``archive`` when it holds
+    neither."""
+
+    def select(tree: Path) -> list[tuple[Path, str]]:
+        folder = next(filter(None, (_found(tree, d) for d in IMAGE_DIRS[:2])), None)
         if folder is not None:
-            folder.rename(root / folder.name)
-        elif token is not None:
-            texts = sorted(token.parent.glob("*.txt"), key=lambda p: p.name == TOKEN_FILE)
-            for text in texts:
-                os.replace(text, root / text.name)
-        else:
-            raise ValueError(
+            return [(folder, folder.name)]
+        token = _found(tree, TOKEN_FILE)
+        if token is None:
+            raise DataError(
                 f"{archive} holds neither a {IMAGE_DIRS[0]} folder nor {TOKEN_FILE}; is it a "
                 "Flickr8k release archive?"
             )
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
+        texts = sorted(token.parent.glob("*.txt"), key=lambda p: p.name == TOKEN_FILE)
+        return [(text, text.name) for text in texts]
+
+    return select
 
 
 class Flickr8kDataModule(CaptionDataModule):
@@ -183,7 +180,7 @@ class Flickr8kDataModule(CaptionDataModule):
             log.info("Downloading %s to %s", url, path)
             download_file(url, path, md5=self.md5.get(archive))
             log.info("Extracting %s into %s", path, self.root)
-            extract_release(path, self.root)
+            extract_into(path, self.root, release_contents(path))
             path.unlink()
 
     def metadata(self) -> dict:

@@ -39,7 +39,6 @@ import json
 import logging
 import os
 import random
-import shutil
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -63,10 +62,9 @@ from glimpse.data.detection.transforms import (
     to_target,
     train_transform,
 )
-from glimpse.data.download import download_file, extract_archive
+from glimpse.data.download import download_file, extract_into
 from glimpse.data.images.decode import SHOWN_BAD_FILES, CorruptImageError, to_rgb
 from glimpse.data.images.image_folder import SPLITS, STAGE_SPLITS
-from glimpse.data.images.imagenette import remove_stale_extractions
 from glimpse.data.images.transforms import IMAGENET_MEAN, IMAGENET_STD
 from glimpse.data.spec import DataSpec
 from glimpse.utils.coco import load_coco
@@ -333,26 +331,6 @@ class CocoDetectionDataset(Dataset):
         )
 
 
-def extract_into(archive: Path, root: Path) -> None:
-    """Unpack ``archive`` into a hidden temporary folder inside ``root``, then move each of
-    its top-level entries into ``root`` by renames: a folder ``root`` lacks whole, or, when
-    ``root`` has the folder, each file or subfolder of it that ``root`` lacks."""
-    temporary = root / f".{archive.name}.{os.getpid()}.extracting"
-    shutil.rmtree(temporary, ignore_errors=True)
-    try:
-        extract_archive(archive, temporary)
-        for entry in sorted(temporary.iterdir()):
-            target = root / entry.name
-            if not target.exists():
-                entry.rename(target)
-            elif entry.is_dir() and target.is_dir():
-                for child in sorted(entry.iterdir()):
-                    if not (target / child.name).exists():
-                        child.rename(target / child.name)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
-
-
 def fetch_coco2017(
     root: Path,
     wanted: Sequence[str],
@@ -374,7 +352,6 @@ def fetch_coco2017(
     for name in sorted({provider[p] for p in lacking}):
         address, provides = ARCHIVES[name]
         archive = root / name
-        remove_stale_extractions(root, name)
         log.info("Downloading %s to %s", base_url + address, archive)
         download_file(base_url + address, archive, md5=md5.get(name))
         log.info("Extracting %s into %s", archive, root)

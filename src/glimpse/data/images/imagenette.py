@@ -17,13 +17,11 @@ one folder named like it, in ImageFolder layout with ImageNet wnids as class fol
     imagenette2-160/noisy_imagenette.csv
 
 :class:`ImagenetteDataModule` downloads the archive to ``data_dir`` (checked against the
-published md5s of :data:`PUBLISHED_MD5`), unpacks it with
-:func:`~glimpse.data.download.extract_archive` (which refuses members outside the target) into
-a hidden temporary sibling folder and renames the finished folder into place, so that a
-folder under the final name is always complete: an extraction cut short leaves only the
-temporary folder, which the next run deletes before extracting again. The class folders are
-then read by :class:`~glimpse.data.images.image_folder.ImageFolderDataModule`, and the wnids are
-named by
+published md5s of :data:`PUBLISHED_MD5`) and unpacks it with
+:func:`~glimpse.data.download.extract_into`, which refuses members outside the target and
+renames the finished folder into place, so that a folder under the final name is always
+complete. The class folders are then read by
+:class:`~glimpse.data.images.image_folder.ImageFolderDataModule`, and the wnids are named by
 :data:`IMAGENETTE_CLASSES` or :data:`IMAGEWOOF_CLASSES` in the DataSpec (and so in
 checkpoints).
 """
@@ -32,14 +30,13 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from glimpse.data.download import download_file, extract_archive
+from glimpse.data.download import download_file, extract_into
 from glimpse.data.images.image_folder import ImageFolderDataModule
 from glimpse.data.spec import DataSpec
+from glimpse.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +96,6 @@ PUBLISHED_MD5: dict[str, tuple[str, ...]] = {
     "imagewoof2-160": ("3559b194123981a540b87132dbda412f",),
 }
 
-_EXTRACTING = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.extracting$")
-
 
 def release_name(dataset: str, variant: str | int) -> str:
     """The archive's (and its folder's) name, e.g. ``imagenette2-160`` for
@@ -112,57 +107,6 @@ def release_name(dataset: str, variant: str | int) -> str:
     if key not in VARIANT_SUFFIXES:
         raise ValueError(f"Unknown data.variant={variant!r}; use full, 320 or 160.")
     return f"{dataset}2{VARIANT_SUFFIXES[key]}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_extractions(parent: Path, name: str) -> None:
-    """Delete ``parent/.<name>.<pid>.extracting`` folders whose process has ended: what an
-    interrupted :func:`extract_release` leaves."""
-    if not parent.is_dir():
-        return
-    for entry in parent.iterdir():
-        match = _EXTRACTING.match(entry.name)
-        if match and match["name"] == name and not _pid_alive(int(match["pid"])):
-            log.info("Removing %s, left by an interrupted extraction", entry)
-            shutil.rmtree(entry, ignore_errors=True)
-
-
-def extract_release(archive: Path, target: Path) -> Path:
-    """Unpack ``archive`` so that ``target`` (``train/`` and ``val/``) appears whole or not at
-    all.
-
-    The archive is extracted into the hidden sibling ``.<target name>.<pid>.extracting``;
-    its folder named like ``target`` (or, for an archive without that top folder, the
-    extraction itself) is then renamed to ``target``. Raises ValueError when a member would
-    land outside the temporary folder or the archive holds no ``train/`` and ``val/``.
-    """
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.extracting")
-    shutil.rmtree(temporary, ignore_errors=True)
-    try:
-        extract_archive(archive, temporary)
-        tree = temporary / target.name if (temporary / target.name).is_dir() else temporary
-        if not ((tree / "train").is_dir() and (tree / "val").is_dir()):
-            raise ValueError(
-                f"{archive} holds no {target.name}/train and {target.name}/val folders; is it "
-                "an Imagenette or Imagewoof release?"
-            )
-        try:
-            tree.rename(target)
-        except OSError:
-            if not target.is_dir():  # not a concurrent extraction that finished first
-                raise
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
-    return target
 
 
 class ImagenetteDataModule(ImageFolderDataModule):
@@ -242,13 +186,24 @@ class ImagenetteDataModule(ImageFolderDataModule):
             return
         if self.root.is_dir():
             return
-        remove_stale_extractions(self.data_dir, self.release)
         if not self.md5:
             log.warning("No md5 is known for %s: the archive is not verified.", self.url)
         log.info("Downloading %s to %s", self.url, self.archive)
         download_file(self.url, self.archive, md5=self.md5 or None)
         log.info("Extracting %s to %s", self.archive, self.root)
-        extract_release(self.archive, self.root)
+        extract_into(self.archive, self.data_dir, self._release_folder)
+
+    def _release_folder(self, tree: Path) -> list[tuple[Path, str]]:
+        """What of the extracted archive becomes :attr:`root`: its folder named like the
+        release, or the extraction itself for an archive without that top folder."""
+        name = self.root.name
+        top = tree / name if (tree / name).is_dir() else tree
+        if not ((top / "train").is_dir() and (top / "val").is_dir()):
+            raise DataError(
+                f"{self.archive} holds no {name}/train and {name}/val folders; is it an "
+                "Imagenette or Imagewoof release?"
+            )
+        return [(top, name)]
 
     def _build_spec(self, folders: list[str]) -> DataSpec:
         known = CLASS_NAMES[self.dataset_name]
