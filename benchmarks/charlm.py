@@ -9,8 +9,9 @@ trains the same network twice in one process and compares their throughput:
   validation or text samples; ``gradient_clip_val=1.0`` as in ``conf/trainer/default.yaml``);
 * **raw**: a plain PyTorch loop over the same network (a copy of the task's initial weights),
   the same batches (a second datamodule on the same text, iterated in the same order with the
-  same seed), the same optimizer (:func:`~glimpse.tasks.optim.adamw_with_decay_groups` with a
-  ``LambdaLR`` over :func:`~glimpse.tasks.optim.warmup_cosine`, stepped every step), the same
+  same seed), the same optimizer (:func:`~glimpse.optim.settings.build_optimizer` on
+  :func:`~glimpse.optim.param_groups.decay_groups` with a ``LambdaLR`` over
+  :func:`~glimpse.optim.schedules.warmup_cosine`, stepped every step), the same
   gradient clipping (``clip_grad_norm_`` at 1.0), the same precision (``torch.autocast`` with
   bfloat16 for ``bf16-mixed``) and, for the LSTMs, the same truncated BPTT (the recurrent
   state is carried from batch to batch and detached in between).
@@ -56,8 +57,10 @@ from torch.optim.lr_scheduler import LambdaLR
 from glimpse.data.text.char_text import CharTextDataModule
 from glimpse.data.text.corpora import python_stdlib_text
 from glimpse.models.char_rnn import detach_state
+from glimpse.optim.param_groups import decay_groups
+from glimpse.optim.schedules import warmup_cosine
+from glimpse.optim.settings import OptimizerSettings, build_optimizer
 from glimpse.tasks.char_lm import CharLanguageModelTask
-from glimpse.tasks.optim import adamw_with_decay_groups, warmup_cosine
 
 #: The overhead the framework may add: Lightning's throughput should be at least this
 #: fraction of the raw loop's.
@@ -186,7 +189,8 @@ def raw_block(
     total = args.warmup + steps
     net.load_state_dict(initial)
     net.train()
-    optimizer = adamw_with_decay_groups(net, **case.optimizer)
+    settings = OptimizerSettings.from_config(case.optimizer)
+    optimizer = build_optimizer(decay_groups(net, settings.weight_decay), settings, settings.lr)
     scheduler = LambdaLR(
         optimizer,
         partial(

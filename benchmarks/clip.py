@@ -63,7 +63,8 @@ from torch import Tensor, nn
 from glimpse.models.clip_loss import clip_loss
 from glimpse.models.convert.open_clip import clip_from_open_clip
 from glimpse.models.zeroshot import PLACEHOLDER, zero_shot_classifier
-from glimpse.tasks.optim import adamw_with_decay_groups
+from glimpse.optim.param_groups import decay_groups
+from glimpse.optim.settings import OptimizerSettings, build_optimizer
 
 #: conf/model/clip.yaml's AdamW.
 OPTIMIZER = {"lr": 5.0e-4, "weight_decay": 0.2, "betas": (0.9, 0.98), "eps": 1.0e-6}
@@ -162,7 +163,8 @@ class Side:
 
 def our_side(model: nn.Module, autocast: bool) -> Side:
     """glimpse's CLIP with :func:`clip_loss`, AdamW with decay groups and the clamp."""
-    optimizer = adamw_with_decay_groups(model, **OPTIMIZER)
+    settings = OptimizerSettings.from_config(OPTIMIZER)
+    optimizer = build_optimizer(decay_groups(model, settings.weight_decay), settings, settings.lr)
 
     def step(images: Tensor, tokens: Tensor) -> Tensor:
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=autocast):

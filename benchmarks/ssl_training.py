@@ -72,10 +72,11 @@ from glimpse.data.spec import DataSpec
 from glimpse.models.momentum import cosine_momentum, cosine_schedule, ema_update_
 from glimpse.models.momentum import teacher_temperature as dino_teacher_temperature
 from glimpse.models.ssl_losses import DINOLoss, byol_symmetric_loss
+from glimpse.optim.lars import LARS
+from glimpse.optim.param_groups import no_weight_decay_names
+from glimpse.optim.schedules import warmup_cosine
 from glimpse.tasks.byol import BYOL
 from glimpse.tasks.dino import DINO
-from glimpse.tasks.lars import LARS
-from glimpse.tasks.optim import no_weight_decay_names, warmup_cosine
 
 METHODS = ("byol", "dino")
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"

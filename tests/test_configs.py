@@ -15,6 +15,7 @@ from glimpse.batches import TEXT
 from glimpse.compat import IncompatibleConfigError, check_compatible, data_configs_by_kind
 from glimpse.data.spec import DataSpec
 from glimpse.models.char_rnn import count_parameters
+from glimpse.optim.settings import OptimizerSettings
 
 GROUPS = [
     "data",
@@ -45,6 +46,16 @@ def test_every_shipped_config_composes_and_resolves(override, tmp_path):
     cfg = compose_train(overrides, tmp_path)
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     assert cfg.model._target_ and cfg.data._target_ and cfg.trainer._target_
+
+
+@pytest.mark.parametrize(
+    "override",
+    [f"{group}={name}" for group in ("model", "experiment") for name in _options(group)],
+)
+def test_every_shipped_optimizer_reads_in_the_one_dialect(override, tmp_path):
+    cfg = compose_train([override], tmp_path)
+    settings = OptimizerSettings.from_config(OmegaConf.to_container(cfg.model.optimizer))
+    assert settings.lr > 0 and settings.name in ("adamw", "lars")
 
 
 def test_eval_config_composes_with_and_without_data(tmp_path):

@@ -18,7 +18,7 @@ from glimpse.models.clip import CLIP, clip_cpu, clip_rn50, clip_vit_b32
 from glimpse.models.clip_resnet import AttentionPool2d, Bottleneck, ModifiedResNet
 from glimpse.models.layers import QuickGELU
 from glimpse.models.vit import Attention, VisionTransformer, vit_test
-from glimpse.tasks.optim import adamw_with_decay_groups
+from glimpse.optim.param_groups import decay_groups
 
 VOCAB, CONTEXT, E = 50, 12, 16
 TEXT = dict(text_width=32, text_layers=2, text_heads=2)
@@ -146,7 +146,7 @@ def test_logit_scale_settings_are_checked():
 
 def test_embeddings_and_temperature_get_no_weight_decay():
     model = tiny_clip("modified_resnet")
-    decayed, plain = adamw_with_decay_groups(model, lr=1e-3, weight_decay=0.1).param_groups
+    decayed, plain = decay_groups(model, weight_decay=0.1)
     plain_ids = {id(p) for p in plain["params"]}
     named = dict(model.named_parameters())
     for name in (

@@ -22,7 +22,7 @@ from glimpse.models.pvt import (
     pvt_test,
     pvt_v2_test,
 )
-from glimpse.tasks.optim import no_weight_decay_names
+from glimpse.optim.param_groups import no_weight_decay_names
 
 B = 2
 WIDTHS = [8, 16, 24, 32]

@@ -12,8 +12,8 @@ from torch.utils.data import DataLoader
 from glimpse.batches import LABELLED_IMAGES
 from glimpse.data.images.image_folder import collate_labelled_images
 from glimpse.data.spec import DataSpec
+from glimpse.optim.param_groups import decay_groups
 from glimpse.tasks.classification import ImageClassifier, smoothed_targets, soft_cross_entropy
-from glimpse.tasks.optim import adamw_with_decay_groups
 
 NUM_CLASSES = 7
 
@@ -113,8 +113,7 @@ def test_validation_accuracy_is_top_k_over_every_image_of_the_pass(num_classes):
 
 def test_decay_groups_spare_position_table_class_token_norms_and_biases():
     task = _task()
-    optimizer = adamw_with_decay_groups(task, lr=1e-3, weight_decay=0.05)
-    decayed, plain = optimizer.param_groups
+    decayed, plain = task.parameter_groups(task.optimizer_settings)
     assert decayed["weight_decay"] == 0.05 and plain["weight_decay"] == 0.0
     names = {id(p): name for name, p in task.named_parameters()}
     decayed_names = {names[id(p)] for p in decayed["params"]}
@@ -129,7 +128,7 @@ def test_decay_groups_spare_position_table_class_token_norms_and_biases():
 
 def test_swin_bias_tables_are_not_decayed():
     task = _task(_target_="glimpse.models.swin.swin_test")
-    _, plain = adamw_with_decay_groups(task, lr=1e-3, weight_decay=0.05).param_groups
+    _, plain = decay_groups(task, weight_decay=0.05)
     names = {id(p): name for name, p in task.named_parameters()}
     tables = {n for n in names.values() if n.endswith("relative_position_bias_table")}
     assert tables and tables <= {names[id(p)] for p in plain["params"]}

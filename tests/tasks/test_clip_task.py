@@ -20,9 +20,9 @@ from glimpse.data.text.bpe import BPETokenizer
 from glimpse.metrics.retrieval import retrieval_recalls
 from glimpse.models.clip_loss import clip_loss
 from glimpse.models.zeroshot import zero_shot_classifier
+from glimpse.optim.param_groups import decay_groups
 from glimpse.run import train
 from glimpse.tasks.clip import CLIPTask, first_of_each_image
-from glimpse.tasks.optim import adamw_with_decay_groups
 
 
 def clip_task(spec: dict | None = None, **kwargs) -> CLIPTask:
@@ -76,7 +76,7 @@ def test_training_step_is_the_contrastive_loss_and_the_scale_is_clamped_after_it
 
 def test_decay_groups_spare_logit_scale_embeddings_biases_and_norms():
     task = clip_task()
-    decayed, plain = adamw_with_decay_groups(task, lr=1e-3, weight_decay=0.2).param_groups
+    decayed, plain = decay_groups(task, weight_decay=0.2)
     names = {id(p): name for name, p in task.named_parameters()}
     plain_names = {names[id(p)] for p in plain["params"]}
     decayed_names = {names[id(p)] for p in decayed["params"]}

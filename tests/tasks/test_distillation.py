@@ -17,7 +17,6 @@ from glimpse.data.spec import DataSpec
 from glimpse.models.deit import DistilledVisionTransformer
 from glimpse.tasks.classification import ImageClassifier, batch_mixing
 from glimpse.tasks.distillation import DistillationClassifier, FrozenTeacher
-from glimpse.tasks.optim import adamw_with_decay_groups
 
 NUM_CLASSES = 5
 OPTIMIZER = {"lr": 1e-3, "weight_decay": 0.05, "betas": [0.9, 0.999]}
@@ -171,8 +170,8 @@ def test_teacher_is_frozen_unsaved_unoptimized_and_shared_by_copies():
     assert not teacher.training
     assert not any(name.startswith("_teacher") for name, _ in task.named_modules())
     assert set(task.state_dict()) == {f"net.{key}" for key in task.net.state_dict()}
-    optimizer = adamw_with_decay_groups(task, **OPTIMIZER)
-    optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    groups = task.parameter_groups(task.optimizer_settings)
+    optimized = {id(p) for group in groups for p in group["params"]}
     assert optimized == {id(p) for p in task.net.parameters()}
     assert not optimized & {id(p) for p in teacher.parameters()}
     logits = task.teacher_logits(random_images(32, 32))

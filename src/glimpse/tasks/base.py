@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import lightning as L
@@ -10,8 +11,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from glimpse.data.spec import DataSpec
 from glimpse.errors import ConfigError, TrainingDivergedError
+from glimpse.models.momentum import cosine_schedule
+from glimpse.optim.param_groups import decay_groups, is_decayed
+from glimpse.optim.schedules import scaled_lr, warmup_cosine_schedule
+from glimpse.optim.settings import OptimizerSettings, build_optimizer
 from glimpse.prediction import Prediction, PredictionInputs, PredictionOptions
-from glimpse.tasks.optim import adamw_with_decay_groups, warmup_cosine_schedule
 from glimpse.utils.provenance import code_version
 
 
@@ -31,6 +35,11 @@ class GlimpseTask(L.LightningModule):
     alone rebuilds them. :meth:`on_save_checkpoint` adds the run's resolved config and the code
     version under the key ``"glimpse"``.
 
+    Optimization: ``hparams.optimizer`` is read in the one dialect of
+    :mod:`glimpse.optim.settings` (AdamW or LARS, the linear scaling rule with
+    ``lr_batch_size``, a cosine weight decay with ``weight_decay_end``). A task changes what is
+    optimized by overriding :meth:`parameter_groups` and the schedule by :meth:`lr_schedule`.
+
     Inference on what a user names (``eval.py image=...``, ``text=``, ``prompt=``): a task lists
     those inputs in :attr:`PREDICTS_FROM` and implements :meth:`predict_inputs`
     (:mod:`glimpse.prediction`).
@@ -45,19 +54,77 @@ class GlimpseTask(L.LightningModule):
 
     #: The resolved run config, set by :func:`glimpse.run.train`; saved in checkpoints.
     run_config: dict[str, Any] | None = None
+    #: Optimizer steps of the fit, the length of the schedules; set by configure_optimizers.
+    total_steps: int = 1
 
     @property
     def spec(self) -> DataSpec:
         return DataSpec.from_dict(self.hparams["spec"])
 
+    # Optimization ------------------------------------------------------------------------
+
+    @property
+    def optimizer_settings(self) -> OptimizerSettings:
+        """``hparams.optimizer`` checked (ConfigError naming a wrong key or value)."""
+        return OptimizerSettings.from_config(self.hparams["optimizer"])
+
+    def parameter_groups(self, settings: OptimizerSettings) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups: every trained parameter, matrices decayed
+        (:func:`~glimpse.optim.param_groups.decay_groups`)."""
+        return decay_groups(self, settings.weight_decay)
+
+    def lr_schedule(self, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
+        """Lightning's ``lr_scheduler`` entry (None for a constant rate): a linear warm-up and
+        cosine decay over :attr:`total_steps`, stepped every optimizer step, from
+        ``hparams.scheduler`` (``warmup_steps``, ``min_lr_ratio``)."""
+        return warmup_cosine_schedule(optimizer, self.hparams["scheduler"], self.total_steps)
+
+    def global_batch_size(self) -> int:
+        """Examples per optimizer step over every process: the train loader's batch size times
+        the world size and the gradient accumulation."""
+        trainer = self.trainer
+        batch_size = getattr(trainer.datamodule, "batch_size", None)
+        if batch_size is None:
+            if trainer.train_dataloader is None:
+                trainer.fit_loop.setup_data()
+            batch_size = trainer.train_dataloader.batch_size
+        return int(batch_size) * trainer.world_size * trainer.accumulate_grad_batches
+
     def configure_optimizers(self):
-        """AdamW with warm-up and cosine decay stepped every optimizer step, from
-        ``hparams.optimizer`` (lr, weight_decay, betas) and ``hparams.scheduler``
-        (warmup_steps, min_lr_ratio)."""
-        optimizer = adamw_with_decay_groups(self, **self.hparams["optimizer"])
+        """The optimizer of ``hparams.optimizer`` on :meth:`parameter_groups`, its learning rate
+        scaled with the global batch when ``lr_batch_size`` is set, under :meth:`lr_schedule`."""
+        settings = self.optimizer_settings
         total = self.trainer.estimated_stepping_batches
-        scheduler = warmup_cosine_schedule(optimizer, self.hparams["scheduler"], total)
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        if not math.isfinite(total):
+            raise ConfigError(
+                "The learning-rate and weight-decay schedules span the whole run; set "
+                "trainer.max_steps or trainer.max_epochs."
+            )
+        self.total_steps = max(int(total), 1)
+        lr = settings.lr
+        if settings.lr_batch_size is not None:
+            lr = scaled_lr(lr, self.global_batch_size(), settings.lr_batch_size)
+        optimizer = build_optimizer(self.parameter_groups(settings), settings, lr)
+        schedule = self.lr_schedule(optimizer)
+        if schedule is None:
+            return {"optimizer": optimizer}
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """With ``optimizer.weight_decay_end``, set this step's weight decay of the decayed
+        groups (:func:`~glimpse.optim.param_groups.is_decayed`): a cosine from
+        ``weight_decay`` to it over the fit (DINO, 0.04 to 0.4)."""
+        settings = self.optimizer_settings
+        if settings.weight_decay_end is None:
+            return
+        decay = cosine_schedule(
+            self.global_step, self.total_steps, settings.weight_decay, settings.weight_decay_end
+        )
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                if is_decayed(group):
+                    group["weight_decay"] = decay
+        self.log("train/weight_decay", decay)
 
     def check_finite(self, loss: torch.Tensor) -> None:
         """Stop training, before the optimizer step, on a NaN or infinite loss."""

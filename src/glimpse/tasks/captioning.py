@@ -22,8 +22,9 @@ from glimpse.metrics.cider import CIDErD
 from glimpse.models.captioning import doubly_stochastic_penalty
 from glimpse.models.decoding import Decoded, beam_search, greedy_decode
 from glimpse.models.pretrained import torchvision_state_dict
+from glimpse.optim.param_groups import decay_groups
+from glimpse.optim.settings import OptimizerSettings
 from glimpse.tasks.base import GlimpseTask, plain
-from glimpse.tasks.optim import no_weight_decay_names, warmup_cosine_schedule
 
 log = logging.getLogger(__name__)
 
@@ -53,19 +54,6 @@ def caption_cross_entropy(logits: Tensor, targets: Tensor, pad_id: int) -> Tenso
     return F.cross_entropy(
         logits.float().flatten(0, 1), targets.flatten(), ignore_index=pad_id, reduction="mean"
     )
-
-
-def _decoupled_groups(module: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups of ``module`` at ``lr``: matrices decayed, vectors and what the module lists
-    in ``no_weight_decay()`` not (as :func:`glimpse.tasks.optim.adamw_with_decay_groups`)."""
-    skip = no_weight_decay_names(module)
-    named = list(module.named_parameters())
-    decayed = [p for name, p in named if p.ndim >= 2 and name not in skip]
-    plain_params = [p for name, p in named if p.ndim < 2 or name in skip]
-    return [
-        {"params": decayed, "weight_decay": weight_decay, "lr": lr},
-        {"params": plain_params, "weight_decay": 0.0, "lr": lr},
-    ]
 
 
 def _check_beam_size(beam_size: int) -> None:
@@ -217,21 +205,20 @@ class Captioner(GlimpseTask):
             arch = self.hparams["encoder"].get("arch", "resnet50")
             self.encoder.load_imagenet_state(torchvision_state_dict(arch))
 
-    def configure_optimizers(self):
-        """AdamW on the decoder at ``optimizer.lr`` and, when it is ever fine-tuned, on the
-        encoder at ``encoder_lr``; one warm-up + cosine schedule scales both."""
-        settings = self.hparams["optimizer"]
-        groups = _decoupled_groups(self.decoder, settings["lr"], settings["weight_decay"])
+    def parameter_groups(self, settings: OptimizerSettings) -> list[dict[str, Any]]:
+        """The decoder's groups at ``optimizer.lr`` and, when it is ever fine-tuned, the
+        encoder's (frozen until then) at ``encoder_lr``; one warm-up + cosine schedule scales
+        both."""
+        groups = decay_groups(self.decoder, settings.weight_decay, include_frozen=True)
         if self.hparams["fine_tune_encoder_from_epoch"] is not None:
-            groups += _decoupled_groups(
-                self.encoder, self.hparams["encoder_lr"], settings["weight_decay"]
+            groups += decay_groups(
+                self.encoder,
+                settings.weight_decay,
+                include_frozen=True,
+                part="encoder",
+                lr=self.hparams["encoder_lr"],
             )
-        optimizer = torch.optim.AdamW(
-            [g for g in groups if g["params"]], betas=tuple(settings.get("betas", (0.9, 0.999)))
-        )
-        total = self.trainer.estimated_stepping_batches
-        scheduler = warmup_cosine_schedule(optimizer, self.hparams["scheduler"], total)
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return [group for group in groups if group["params"]]
 
     def configure_callbacks(self) -> list[Callback]:
         figures = self.hparams["figures"]

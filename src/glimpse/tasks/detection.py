@@ -18,6 +18,7 @@ from glimpse.metrics.coco_detection import BOX_METRICS, CocoBoxMAP, detection_re
 from glimpse.models.detr import DETROutput, imagenet_state
 from glimpse.models.detr_loss import SetCriterion, postprocess
 from glimpse.models.matcher import HungarianMatcher
+from glimpse.optim.settings import OptimizerSettings
 from glimpse.tasks.base import GlimpseTask, plain
 from glimpse.tasks.checkpoints import load_network_weights, resnet_trunk_state
 
@@ -137,29 +138,26 @@ class Detector(GlimpseTask):
         if self.hparams["init_from"] is not None:
             load_network_weights(self.net, self.hparams["init_from"], "class_embed.")
 
-    def configure_optimizers(self):
-        """AdamW: the backbone's trained parameters at ``backbone_lr``, the rest at
-        ``optimizer.lr``, weight decay on all (as DETR); one 10x drop at ``lr_drop``."""
-        settings = self.hparams["optimizer"]
+    def parameter_groups(self, settings: OptimizerSettings) -> list[dict[str, Any]]:
+        """The backbone's trained parameters at ``backbone_lr``, the rest at ``optimizer.lr``,
+        weight decay on all (as DETR)."""
         named = [(n, p) for n, p in self.net.named_parameters() if p.requires_grad]
         backbone = [p for n, p in named if n.startswith("backbone.")]
         rest = [p for n, p in named if not n.startswith("backbone.")]
-        groups = [{"params": rest, "lr": settings["lr"]}]
+        groups = [{"name": "decay", "params": rest}]
         if backbone:
-            groups.append({"params": backbone, "lr": self.hparams["backbone_lr"]})
-        optimizer = torch.optim.AdamW(
-            groups,
-            weight_decay=settings["weight_decay"],
-            betas=tuple(settings.get("betas", (0.9, 0.999))),
-        )
+            lr = self.hparams["backbone_lr"]
+            groups.append({"name": "backbone.decay", "params": backbone, "lr": lr})
+        return groups
+
+    def lr_schedule(self, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
+        """DETR's schedule: both learning rates drop 10x after ``lr_drop`` of the steps."""
         if self.hparams["lr_drop"] is None:
-            return optimizer
-        total = int(self.trainer.estimated_stepping_batches)
-        drop = max(1, round(self.hparams["lr_drop"] * total))
-        scheduler = MultiStepLR(optimizer, milestones=[drop], gamma=0.1)
+            return None
+        drop = max(1, round(self.hparams["lr_drop"] * self.total_steps))
         return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+            "scheduler": MultiStepLR(optimizer, milestones=[drop], gamma=0.1),
+            "interval": "step",
         }
 
     def configure_callbacks(self) -> list[Callback]:

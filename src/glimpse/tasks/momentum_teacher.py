@@ -27,17 +27,17 @@ teacher backbone, as each paper evaluates) are watched two ways, both logged:
   the per-dimension standard deviation of the L2-normalised val features times ``sqrt(D)``:
   about 1 for features spread over the sphere, 0 when the representation has collapsed.
 
-The optimizer is AdamW or LARS (:mod:`glimpse.tasks.lars`, BYOL's) with the learning rate scaled
-linearly with the global batch, ``lr * B / lr_batch_size`` (BYOL: 0.2 per 256 images; DINO: 5e-4
-per 256), linear warm-up and cosine decay per step; biases, norms and what a network lists in
-``no_weight_decay()`` are neither decayed nor LARS-adapted. With ``weight_decay_end`` the weight
-decay follows a cosine from ``weight_decay`` to it over training (DINO: 0.04 to 0.4).
+The optimizer is every task's (:mod:`glimpse.optim.settings`): here LARS for BYOL, AdamW for
+DINO, with the learning rate scaled linearly with the global batch, ``lr * B / lr_batch_size``
+(BYOL: 0.2 per 256 images; DINO: 5e-4 per 256), linear warm-up and cosine decay per step;
+biases, norms and what a network lists in ``no_weight_decay()`` are neither decayed nor
+LARS-adapted. With ``weight_decay_end`` the weight decay follows a cosine from
+``weight_decay`` to it over training (DINO: 0.04 to 0.4).
 """
 
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any, ClassVar
 
 import torch
@@ -51,31 +51,10 @@ from glimpse.batches import MULTI_VIEW_IMAGES, LabelledImages, MultiViewImages
 from glimpse.callbacks.ssl_figures import AttentionMapFigures, has_attention_maps
 from glimpse.metrics.knn import knn_accuracy
 from glimpse.models.backbones import feature_backbone
-from glimpse.models.momentum import cosine_momentum, cosine_schedule, ema_update_
+from glimpse.models.momentum import cosine_momentum, ema_update_
+from glimpse.optim.param_groups import decay_groups
+from glimpse.optim.settings import OptimizerSettings
 from glimpse.tasks.base import GlimpseTask, plain
-from glimpse.tasks.lars import LARS
-from glimpse.tasks.optim import no_weight_decay_names, warmup_cosine_schedule
-
-OPTIMIZERS = ("adamw", "lars")
-OPTIMIZER_KEYS = frozenset(
-    {
-        "name",
-        "lr",
-        "lr_batch_size",
-        "weight_decay",
-        "weight_decay_end",
-        "betas",
-        "eps",
-        "momentum",
-        "trust_coefficient",
-    }
-)
-
-
-def scaled_lr(lr: float, batch_size: int, lr_batch_size: int | None) -> float:
-    """The linear scaling rule (Goyal et al. 2017), ``lr * batch_size / lr_batch_size``: BYOL's
-    ``0.2 * B / 256``, DINO's ``5e-4 * B / 256``; ``lr`` itself when ``lr_batch_size`` is None."""
-    return lr if lr_batch_size is None else lr * batch_size / lr_batch_size
 
 
 def remove_stochastic_depth(module: nn.Module) -> None:
@@ -99,9 +78,10 @@ class MomentumTeacherTask(GlimpseTask):
         backbone: a Hydra config of a classification network (as ``model.net`` of the image
             classifier), e.g. ``{"_target_": "glimpse.models.resnet.resnet", "arch":
             "resnet18"}``; its head is removed.
-        optimizer: ``name`` (adamw | lars), ``lr`` (per ``lr_batch_size`` images; null for no
-            scaling), ``weight_decay``, ``weight_decay_end`` (null: constant), AdamW's ``betas``
-            and ``eps``, LARS's ``momentum`` and ``trust_coefficient``.
+        optimizer: the settings of :mod:`glimpse.optim.settings`: ``name`` (adamw | lars),
+            ``lr`` (per ``lr_batch_size`` images; null for no scaling), ``weight_decay``,
+            ``weight_decay_end`` (null: constant), AdamW's ``betas`` and ``eps``, LARS's
+            ``momentum`` and ``trust_coefficient``.
         scheduler: ``warmup_steps`` and ``min_lr_ratio`` of the warm-up + cosine schedule.
         teacher_momentum: ``tau_base``, the EMA momentum at the first step (0.996).
         probe: the online linear probe's ``lr`` and ``weight_decay``; null for no probe.
@@ -165,21 +145,9 @@ class MomentumTeacherTask(GlimpseTask):
             metric = MulticlassAccuracy(self.num_classes, top_k=1, average="micro")
             setattr(self, f"{split}_probe_acc1", metric)
         self._features: dict[int, list[tuple[Tensor, Tensor]]] = {}
-        self.total_steps = 1
 
     def _check_settings(self) -> None:
-        settings = self.hparams["optimizer"]
-        unknown = sorted(set(settings) - OPTIMIZER_KEYS)
-        if unknown:
-            raise ValueError(
-                f"model.optimizer has unknown key(s) {', '.join(unknown)}; known: "
-                f"{', '.join(sorted(OPTIMIZER_KEYS))}."
-            )
-        if settings.get("name", "adamw") not in OPTIMIZERS:
-            raise ValueError(
-                f"model.optimizer.name={settings.get('name')!r} must be one of "
-                f"{', '.join(OPTIMIZERS)}."
-            )
+        OptimizerSettings.from_config(self.hparams["optimizer"])  # refused before any fit
         if not 0 <= self.hparams["teacher_momentum"] <= 1:
             raise ValueError(
                 f"model.teacher_momentum={self.hparams['teacher_momentum']} must be in [0, 1]."
@@ -253,100 +221,22 @@ class MomentumTeacherTask(GlimpseTask):
         super().optimizer_step(*args, **kwargs)
         ema_update_(self.teacher, self.student, self.teacher_momentum(self.global_step))
 
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        """Set this step's weight decay when it follows a cosine (``weight_decay_end``)."""
-        settings = self.hparams["optimizer"]
-        if settings.get("weight_decay_end") is None:
-            return
-        decay = cosine_schedule(
-            self.global_step,
-            self.total_steps,
-            float(settings["weight_decay"]),
-            float(settings["weight_decay_end"]),
-        )
-        for optimizer in self.trainer.optimizers:
-            for group in optimizer.param_groups:
-                if group.get("name") == "decay":
-                    group["weight_decay"] = decay
-        self.log("train/weight_decay", decay)
-
-    def parameter_groups(self) -> list[dict[str, Any]]:
+    def parameter_groups(self, settings: OptimizerSettings) -> list[dict[str, Any]]:
         """Groups ``decay`` (weights, decayed and LARS-adapted), ``no_decay`` (biases, norms,
-        ``no_weight_decay()`` names) and ``probe`` (its own lr and weight decay)."""
-        skip = no_weight_decay_names(self)
-        decayed, plain_params, probe_params = [], [], []
-        for name, p in self.named_parameters():
-            if not p.requires_grad:
-                continue
-            if name.startswith("probe."):
-                probe_params.append(p)
-            elif p.ndim >= 2 and name not in skip:
-                decayed.append(p)
-            else:
-                plain_params.append(p)
-        settings = self.hparams["optimizer"]
-        lars = settings.get("name", "adamw") == "lars"
-        groups = [
-            {"name": "decay", "params": decayed, "weight_decay": float(settings["weight_decay"])},
-            {"name": "no_decay", "params": plain_params, "weight_decay": 0.0},
-        ]
-        if probe_params:
+        ``no_weight_decay()`` names) and ``probe`` (its own lr and weight decay, never
+        LARS-adapted); the teacher, which gets no gradients, is in none."""
+        groups = decay_groups(self, settings.weight_decay, exclude=("probe.",))
+        if self.probe is not None:
             probe = self.hparams["probe"]
             groups.append(
                 {
                     "name": "probe",
-                    "params": probe_params,
+                    "params": list(self.probe.parameters()),
                     "lr": float(probe["lr"]),
                     "weight_decay": float(probe.get("weight_decay", 0.0)),
                 }
             )
-        for group in groups:
-            if lars:
-                group["lars_adaptation"] = group["name"] == "decay"
         return groups
-
-    def global_batch_size(self) -> int:
-        """Images per optimizer step over every process: the train loader's batch size times
-        the world size and the gradient accumulation."""
-        trainer = self.trainer
-        batch_size = getattr(trainer.datamodule, "batch_size", None)
-        if batch_size is None:
-            if trainer.train_dataloader is None:
-                trainer.fit_loop.setup_data()
-            batch_size = trainer.train_dataloader.batch_size
-        return int(batch_size) * trainer.world_size * trainer.accumulate_grad_batches
-
-    def configure_optimizers(self):
-        """AdamW or LARS on :meth:`parameter_groups`, the learning rate scaled with the global
-        batch, warm-up and cosine decay stepped every optimizer step."""
-        total = self.trainer.estimated_stepping_batches
-        if not math.isfinite(total):
-            raise ValueError(
-                "Self-supervised training schedules its momentum over the whole run; set "
-                "trainer.max_steps or trainer.max_epochs."
-            )
-        self.total_steps = max(int(total), 1)
-        settings = self.hparams["optimizer"]
-        lr = scaled_lr(
-            float(settings["lr"]), self.global_batch_size(), settings.get("lr_batch_size")
-        )
-        groups = self.parameter_groups()
-        if settings.get("name", "adamw") == "lars":
-            optimizer = LARS(
-                groups,
-                lr=lr,
-                momentum=float(settings.get("momentum", 0.9)),
-                trust_coefficient=float(settings.get("trust_coefficient", 1e-3)),
-            )
-        else:
-            optimizer = torch.optim.AdamW(
-                groups,
-                lr=lr,
-                betas=tuple(settings.get("betas", (0.9, 0.999))),
-                eps=float(settings.get("eps", 1e-8)),
-            )
-        scheduler = warmup_cosine_schedule(optimizer, self.hparams["scheduler"], self.total_steps)
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def configure_callbacks(self) -> list[Callback]:
         figures = self.hparams["figures"]

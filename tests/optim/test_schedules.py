@@ -1,4 +1,4 @@
-"""The optimizer set-up and the learning-rate schedule, against torch's own schedulers."""
+"""The warm-up + cosine learning-rate schedule, against torch's own schedulers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, LinearLR, SequentialLR
 
-from glimpse.tasks.optim import adamw_with_decay_groups, no_weight_decay_names, warmup_cosine
+from glimpse.optim.schedules import scaled_lr, warmup_cosine
 
 
 def test_warmup_cosine_matches_torch_linear_then_cosine_schedulers():
@@ -49,31 +49,7 @@ def test_warmup_cosine_endpoints():
     assert warmup_cosine(500, 10, 100, 0.1) == pytest.approx(0.1)
 
 
-def test_adamw_decays_matrices_but_not_biases_or_norms():
-    model = nn.Sequential(nn.Embedding(5, 4), nn.Linear(4, 4), nn.LayerNorm(4))
-    optimizer = adamw_with_decay_groups(model, lr=1e-3, weight_decay=0.1)
-    decayed, plain = optimizer.param_groups
-    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
-    assert {id(p) for p in decayed["params"]} == {id(model[0].weight), id(model[1].weight)}
-    assert {id(p) for p in plain["params"]} == {
-        id(model[1].bias),
-        id(model[2].weight),
-        id(model[2].bias),
-    }
-
-
-def test_adamw_spares_what_a_submodule_lists_in_no_weight_decay():
-    class WithTable(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.table = nn.Parameter(torch.zeros(1, 3, 4))
-            self.proj = nn.Linear(4, 4)
-
-        def no_weight_decay(self) -> set[str]:
-            return {"table"}
-
-    model = nn.Sequential(nn.Linear(4, 4), WithTable())
-    assert no_weight_decay_names(model) == {"1.table"}
-    decayed, plain = adamw_with_decay_groups(model, lr=1e-3, weight_decay=0.1).param_groups
-    assert {id(p) for p in decayed["params"]} == {id(model[0].weight), id(model[1].proj.weight)}
-    assert id(model[1].table) in {id(p) for p in plain["params"]}
+def test_the_linear_scaling_rule_scales_with_the_batch_or_not_at_all():
+    assert scaled_lr(0.2, 512, 256) == pytest.approx(0.4)
+    assert scaled_lr(0.2, 64, 256) == pytest.approx(0.05)
+    assert scaled_lr(0.2, 64, None) == 0.2

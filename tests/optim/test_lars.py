@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from glimpse.tasks.lars import LARS
+from glimpse.optim.lars import LARS
 
 
 def _grads(params: list[nn.Parameter], seed: int) -> None:
