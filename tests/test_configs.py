@@ -12,10 +12,14 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from glimpse.batches import TEXT
-from glimpse.compat import IncompatibleConfigError, check_compatible, data_configs_by_kind
 from glimpse.data.spec import DataSpec
 from glimpse.models.char_rnn import count_parameters
 from glimpse.optim.settings import OptimizerSettings
+from glimpse.tasks.compatibility import (
+    IncompatibleConfigError,
+    check_compatible,
+    data_configs_by_kind,
+)
 
 GROUPS = [
     "data",

@@ -16,7 +16,8 @@ from conftest import (
 
 from glimpse.data.synthetic.shapes import KINDS
 from glimpse.models.vit import VisionTransformer
-from glimpse.run import load_task, train
+from glimpse.run import train
+from glimpse.tasks.checkpoints import load_task
 
 MODELS = ["rnn", "lstm", "gru", "transformer"]
 

@@ -22,7 +22,6 @@ from glimpse.callbacks.caption_figures import attention_figure
 from glimpse.callbacks.detection_figures import detection_figure
 from glimpse.callbacks.figures import save_figure
 from glimpse.callbacks.ssl_figures import attention_map_files
-from glimpse.compat import IncompatibleConfigError, check_compatible
 from glimpse.data.detection.transforms import eval_transform as detection_eval_transform
 from glimpse.data.download import DownloadError
 from glimpse.data.images.decode import open_rgb
@@ -31,6 +30,7 @@ from glimpse.data.text.corpora import CorpusError
 from glimpse.evaluation import run_evaluation
 from glimpse.run_folder import write_result
 from glimpse.tasks.checkpoints import load_task
+from glimpse.tasks.compatibility import IncompatibleConfigError, check_compatible
 from glimpse.utils.console import console, print_config_tree, print_metrics
 from glimpse.utils.wandb_setup import wandb_mode
 

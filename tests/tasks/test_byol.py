@@ -12,11 +12,12 @@ from hydra.utils import instantiate
 from torch.nn import functional as F
 
 from glimpse.batches import LABELLED_IMAGES
-from glimpse.compat import IncompatibleConfigError
 from glimpse.data.spec import DataSpec
-from glimpse.run import load_task, train
+from glimpse.run import train
 from glimpse.tasks.byol import BYOL
+from glimpse.tasks.checkpoints import load_task
 from glimpse.tasks.classification import ImageClassifier
+from glimpse.tasks.compatibility import IncompatibleConfigError
 
 
 def test_the_loss_is_the_symmetrised_regression_on_the_other_views_target():

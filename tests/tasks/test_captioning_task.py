@@ -13,12 +13,13 @@ from hydra.utils import instantiate
 from torchvision.models import get_model, get_model_weights
 
 from glimpse.batches import CAPTIONED_IMAGES, CaptionedImages
-from glimpse.compat import IncompatibleConfigError
 from glimpse.data.spec import DataSpec
 from glimpse.data.text.word_tokenizer import SPECIALS
 from glimpse.models.captioning import doubly_stochastic_penalty
-from glimpse.run import load_task, train
+from glimpse.run import train
 from glimpse.tasks.captioning import Captioner, caption_cross_entropy
+from glimpse.tasks.checkpoints import load_task
+from glimpse.tasks.compatibility import IncompatibleConfigError
 
 WORDS = ("a", "red", "blue", "circle", "square", "on", "the", "left", "right")
 ENCODER = {"_target_": "glimpse.models.captioning.CaptionEncoder", "arch": "resnet18"}

@@ -13,11 +13,11 @@ from torchmetrics.detection import MeanAveragePrecision
 from torchvision.models import ResNet18_Weights, get_model
 
 from glimpse.batches import DETECTION
-from glimpse.compat import IncompatibleConfigError
 from glimpse.data.spec import DataSpec
 from glimpse.data.synthetic.shapes import write_coco
 from glimpse.metrics.coco_detection import BOX_METRICS, CocoBoxMAP, coco_box_metrics
 from glimpse.run import train
+from glimpse.tasks.compatibility import IncompatibleConfigError
 from glimpse.tasks.detection import Detector
 from glimpse.utils.coco import load_coco
 

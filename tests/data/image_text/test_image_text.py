@@ -20,7 +20,6 @@ from hydra.utils import instantiate
 from PIL import Image
 
 from glimpse.batches import IMAGE_TEXT, ImageTextPairs, LabelledImages
-from glimpse.compat import IncompatibleConfigError, check_compatible, data_configs_by_kind
 from glimpse.data.formats.pair_files import read_pair_file, seeded_split
 from glimpse.data.formats.tar_shards import ShardError, TarShardPairs
 from glimpse.data.image_text.datamodule import (
@@ -42,6 +41,11 @@ from glimpse.data.synthetic.shapes import (
     write_pairs,
 )
 from glimpse.data.text.bpe import BPETokenizer, clean
+from glimpse.tasks.compatibility import (
+    IncompatibleConfigError,
+    check_compatible,
+    data_configs_by_kind,
+)
 
 SIZE = 32
 NUM_IMAGES = 30

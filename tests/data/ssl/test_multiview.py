@@ -14,7 +14,6 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from glimpse.batches import MULTI_VIEW_IMAGES, LabelledImages, MultiViewImages
-from glimpse.compat import IncompatibleConfigError, check_compatible, data_configs_by_kind
 from glimpse.data.images.decode import open_rgb
 from glimpse.data.images.image_folder import ImageFolderDataModule
 from glimpse.data.images.imagenette import IMAGENETTE_CLASSES
@@ -22,6 +21,11 @@ from glimpse.data.images.transforms import eval_transform
 from glimpse.data.spec import DataSpec
 from glimpse.data.ssl.multiview import MultiViewDataModule, labelled_loader
 from glimpse.data.synthetic.shapes import KINDS, write_imagefolder
+from glimpse.tasks.compatibility import (
+    IncompatibleConfigError,
+    check_compatible,
+    data_configs_by_kind,
+)
 
 SIZE = 32
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

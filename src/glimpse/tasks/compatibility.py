@@ -1,4 +1,5 @@
-"""Checking, before anything trains, that a task accepts what a datamodule yields."""
+"""The task/data pairing check: before anything trains, that a task accepts what a datamodule
+yields (its ``ACCEPTS`` against the datamodule's ``KIND``)."""
 
 from __future__ import annotations
 
