@@ -16,9 +16,9 @@ from glimpse.data.image_text.datamodule import ImageTextDataModule
 from glimpse.data.images.decode import open_rgb
 from glimpse.data.synthetic.shapes import KINDS, write_imagefolder
 from glimpse.evaluation.zeroshot import check_clip, checkpoint_transform, prompt_names
-from glimpse.metrics.retrieval import retrieval_recalls
-from glimpse.run import evaluate, load_task, train
-from glimpse.tasks.clip import first_of_each_image
+from glimpse.metrics.retrieval import first_of_each_image, retrieval_recalls
+from glimpse.run import evaluate, train
+from glimpse.tasks.checkpoints import load_task
 
 
 @pytest.fixture(scope="module")

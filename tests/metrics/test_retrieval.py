@@ -7,7 +7,9 @@ import torch
 from torch.nn import functional as F
 
 from glimpse.metrics.retrieval import (
+    first_of_each_image,
     image_to_text_ranks,
+    pair_recalls,
     retrieval_recalls,
     text_to_image_ranks,
 )
@@ -72,3 +74,15 @@ def test_text_image_indices_outside_the_images_are_refused():
     images, texts, text_image = _data(num_images=4)
     with pytest.raises(ValueError, match="outside the 3 images"):
         retrieval_recalls(images[:3], texts, text_image)
+
+
+def test_first_of_each_image_maps_texts_to_distinct_images():
+    first, text_image = first_of_each_image(torch.tensor([7, 3, 7, 5, 3]))
+    assert first.tolist() == [1, 3, 0] and text_image.tolist() == [2, 0, 2, 1, 0]
+
+
+def test_pairs_as_a_loader_yields_them_score_each_image_once():
+    images, texts, text_image = _data()
+    image_ids = 100 + 3 * text_image  # a split's own ids, one per pair, in the pairs' order
+    ours = pair_recalls(images[text_image], texts, image_ids, (1, 5))
+    assert ours == pytest.approx(_brute_force(images @ texts.T, text_image.tolist(), (1, 5)))

@@ -22,7 +22,7 @@ from glimpse.models.clip_loss import clip_loss
 from glimpse.models.zeroshot import zero_shot_classifier
 from glimpse.optim.param_groups import decay_groups
 from glimpse.run import train
-from glimpse.tasks.clip import CLIPTask, first_of_each_image
+from glimpse.tasks.clip import CLIPTask
 
 
 def clip_task(spec: dict | None = None, **kwargs) -> CLIPTask:
@@ -91,11 +91,6 @@ def test_decay_groups_spare_logit_scale_embeddings_biases_and_norms():
         assert name in plain_names, name
     assert "net.text.proj.weight" in decayed_names and "net.visual.proj.weight" in decayed_names
     assert all(p.ndim >= 2 for p in decayed["params"])
-
-
-def test_first_of_each_image_maps_texts_to_distinct_images():
-    first, text_image = first_of_each_image(torch.tensor([7, 3, 7, 5, 3]))
-    assert first.tolist() == [1, 3, 0] and text_image.tolist() == [2, 0, 2, 1, 0]
 
 
 def _validation_loaders(task: CLIPTask, seed: int = 0):

@@ -23,8 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from glimpse.batches import IMAGE_TEXT, ImageTextPairs
 from glimpse.evaluation.features import evaluation_device
 from glimpse.evaluation.zeroshot import check_clip
-from glimpse.metrics.retrieval import retrieval_recalls
-from glimpse.tasks.clip import first_of_each_image
+from glimpse.metrics.retrieval import pair_recalls
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +63,7 @@ def evaluate(task: Any, data_cfg: DictConfig | None, cfg: DictConfig) -> dict[st
         image_emb.append(task.image_features(batch.images.to(device)).float().cpu())
         text_emb.append(task.text_features(batch.tokens.to(device)).float().cpu())
         image_ids.append(batch.image_ids)
-    first, text_image = first_of_each_image(torch.cat(image_ids))
-    log.info("Retrieval: %d images, %d captions", len(first), len(text_image))
-    recalls = retrieval_recalls(torch.cat(image_emb)[first], torch.cat(text_emb), text_image, ks)
+    ids = torch.cat(image_ids)
+    log.info("Retrieval: %d images, %d captions", ids.unique().numel(), len(ids))
+    recalls = pair_recalls(torch.cat(image_emb), torch.cat(text_emb), ids, ks)
     return {f"retrieval/{name}": value for name, value in recalls.items()}

@@ -10,7 +10,8 @@ For ``I`` images and ``T`` texts, where text ``j`` describes image ``text_image[
 A rank is the number of candidates scored strictly higher than the true one (0 is first), so
 ties count in the query's favour. Recall@K is the fraction of queries with rank < K (as in
 Karpathy & Fei-Fei 2015 and CLIP's table 13). Similarities are computed in chunks of
-queries, so the full ``(I, T)`` matrix need never be held at once.
+queries, so the full ``(I, T)`` matrix need never be held at once. :func:`pair_recalls` takes
+a split's pairs as they come (an image id per pair) and scores each distinct image once.
 """
 
 from __future__ import annotations
@@ -107,3 +108,24 @@ def retrieval_recalls(
             results[f"{name}_recall{k}"] = value
     results["recall_mean"] = sum(results.values()) / len(results)
     return results
+
+
+def first_of_each_image(image_ids: Tensor) -> tuple[Tensor, Tensor]:
+    """``image_ids (T,)`` of a split's pairs -> ``(first (I,), text_image (T,))``: for each of
+    the ``I`` distinct ids (ascending), the index of its first pair, and for each pair, its
+    image's index among the distinct ids."""
+    unique, text_image = torch.unique(image_ids, return_inverse=True)
+    order = torch.arange(len(image_ids), device=image_ids.device)
+    first = torch.full((len(unique),), len(image_ids), device=image_ids.device)
+    first = first.scatter_reduce(0, text_image, order, "amin")
+    return first, text_image
+
+
+def pair_recalls(
+    image_emb: Tensor, text_emb: Tensor, image_ids: Tensor, ks: Sequence[int] = (1, 5, 10)
+) -> dict[str, float]:
+    """:func:`retrieval_recalls` of a split's pairs: row ``j`` of ``image_emb (T, E)`` and
+    ``text_emb (T, E)`` is pair ``j``, whose image is ``image_ids[j]``; each distinct image is
+    one candidate (the embedding of its first pair), each text one query."""
+    first, text_image = first_of_each_image(image_ids)
+    return retrieval_recalls(image_emb[first], text_emb, text_image, ks)

@@ -15,7 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from glimpse.batches import IMAGE_TEXT, ImageTextPairs, LabelledImages
 from glimpse.data.text.bpe import BPETokenizer
-from glimpse.metrics.retrieval import retrieval_recalls
+from glimpse.metrics.retrieval import pair_recalls
 from glimpse.models.clip_loss import clip_loss, distributed_rank_and_size
 from glimpse.models.zeroshot import resolve_templates, zero_shot_classifier
 from glimpse.tasks.base import GlimpseTask, plain
@@ -26,17 +26,6 @@ ZEROSHOT_DEFAULTS = {
     "template_sets": {"simple": ["a photo of a {}."]},
     "every_n_validations": 1,
 }
-
-
-def first_of_each_image(image_ids: Tensor) -> tuple[Tensor, Tensor]:
-    """``image_ids (T,)`` of a split's pairs -> ``(first (I,), text_image (T,))``: for each of
-    the ``I`` distinct ids (ascending), the index of its first pair, and for each pair, its
-    image's index among the distinct ids."""
-    unique, text_image = torch.unique(image_ids, return_inverse=True)
-    order = torch.arange(len(image_ids), device=image_ids.device)
-    first = torch.full((len(unique),), len(image_ids), device=image_ids.device)
-    first = first.scatter_reduce(0, text_image, order, "amin")
-    return first, text_image
 
 
 class CLIPTask(GlimpseTask):
@@ -267,11 +256,8 @@ class CLIPTask(GlimpseTask):
         if self._pairs["image_ids"] or distributed:
             image_ids = self._gathered("image_ids")
             if len(image_ids):
-                first, text_image = first_of_each_image(image_ids)
                 image_emb, text_emb = self._gathered("image_emb"), self._gathered("text_emb")
-                recalls = retrieval_recalls(
-                    image_emb[first], text_emb, text_image, self.hparams["retrieval_ks"]
-                )
+                recalls = pair_recalls(image_emb, text_emb, image_ids, self.hparams["retrieval_ks"])
                 self.log_dict({f"{split}/{name}": value for name, value in recalls.items()})
         if self._zeroshot_due(split) and (self._zeroshot_weights is not None or distributed):
             metrics: MetricCollection = getattr(self, f"{split}_zeroshot")
