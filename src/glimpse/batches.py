@@ -144,3 +144,34 @@ class ImageTextPairs(NamedTuple):
     tokens: Tensor
     texts: tuple[str, ...]
     image_ids: Tensor
+
+
+#: Sentences with their translations, as :class:`SentencePairs` batches.
+SENTENCE_PAIRS = "sentence_pairs"
+
+
+class SentencePairs(NamedTuple):
+    """A batch of the :data:`SENTENCE_PAIRS` kind: ``B`` source sentences and ``R`` target
+    sentences that translate them.
+
+    A training batch holds one pair per row (``R == B``); an evaluation batch holds every
+    translation of each source in the split, so ``R`` is their total.
+
+    Attributes:
+        sources: ``(B, S)`` int64 source token ids ``x_1 .. x_n <end>``, then ``<pad>`` (0) up
+            to the longest source of the batch.
+        source_lengths: ``(B,)`` int64 ids of each source, ``<end>`` included.
+        targets: ``(R, T)`` int64 target ids ``<start> y_1 .. y_m <end>``, then ``<pad>``.
+        target_lengths: ``(R,)`` int64 ids of each target, ``<start>`` and ``<end>`` included.
+        target_source: ``(R,)`` int64 index into ``sources`` of each target's source.
+        references: per source, its translations as read (the references of BLEU and chrF).
+        texts: per source, the sentence as read.
+    """
+
+    sources: Tensor
+    source_lengths: Tensor
+    targets: Tensor
+    target_lengths: Tensor
+    target_source: Tensor
+    references: tuple[tuple[str, ...], ...]
+    texts: tuple[str, ...]

@@ -41,7 +41,16 @@ def tokenize(text: str) -> list[str]:
 
 
 class WordTokenizer:
-    """Maps caption words to ids; words outside the vocabulary map to ``<unk>``."""
+    """Maps caption words to ids; words outside the vocabulary map to ``<unk>``.
+
+    Subclasses change how a text is cut into tokens (:attr:`split`) and joined back
+    (:attr:`separator`), e.g. :class:`~glimpse.data.text.sequence_tokenizers.CharTokenizer`.
+    """
+
+    #: Cuts a text into tokens.
+    split = staticmethod(tokenize)
+    #: Joins decoded tokens.
+    separator = " "
 
     def __init__(self, words: Sequence[str]) -> None:
         """``words``: the full token list in id order, starting with :data:`SPECIALS`."""
@@ -64,7 +73,7 @@ class WordTokenizer:
             raise ValueError(f"min_freq must be at least 1, got {min_freq}.")
         counts: Counter[str] = Counter()
         for caption in captions:
-            counts.update(tokenize(caption))
+            counts.update(cls.split(caption))
         kept = [w for w, n in counts.items() if n >= min_freq and w not in SPECIALS]
         kept.sort(key=lambda w: (-counts[w], w))
         return cls([*SPECIALS, *kept])
@@ -73,25 +82,25 @@ class WordTokenizer:
         return len(self.words)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, WordTokenizer) and self.words == other.words
+        return type(other) is type(self) and self.words == other.words
 
     def __hash__(self) -> int:
         return hash(self.words)
 
     def __repr__(self) -> str:
-        return f"WordTokenizer({len(self)} tokens)"
+        return f"{type(self).__name__}({len(self)} tokens)"
 
     def tokenize(self, text: str) -> list[str]:
         """Lower-cased word tokens of ``text`` (see the module docstring for the rules)."""
-        return tokenize(text)
+        return self.split(text)
 
     def encode(self, text: str, add_special: bool = True) -> list[int]:
         """Word ids of ``text``; with ``add_special``, wrapped in ``<start>`` ... ``<end>``."""
-        ids = [self._index.get(word, self.unk_id) for word in tokenize(text)]
+        ids = [self._index.get(word, self.unk_id) for word in self.split(text)]
         return [self.start_id, *ids, self.end_id] if add_special else ids
 
     def decode(self, ids: Iterable[int], strip_special: bool = True) -> str:
-        """Space-joined words of ``ids``.
+        """The tokens of ``ids`` joined by :attr:`separator` (a space for words).
 
         With ``strip_special``, decoding stops at the first ``<end>`` and ``<pad>``
         and ``<start>`` are left out; ``<unk>`` is always kept, as it stands for a word.
@@ -105,7 +114,7 @@ class WordTokenizer:
                 if i in (self.pad_id, self.start_id):
                     continue
             words.append(self.words[i])
-        return " ".join(words)
+        return self.separator.join(words)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-able dict: ``{"words": [...]}`` in id order (specials included)."""
