@@ -8,7 +8,7 @@ import torch
 
 from glimpse.batches import TEXT
 from glimpse.data.spec import DataSpec
-from glimpse.data.vocab import CharVocab
+from glimpse.data.text.vocab import CharVocab
 from glimpse.errors import ConfigError
 from glimpse.prediction import PredictionInputs
 from glimpse.tasks.masked_lm import MASK_TOKEN, MaskedLanguageModelTask

@@ -10,7 +10,7 @@ import torch
 from torchmetrics.text import BLEUScore
 
 from glimpse.batches import SentencePairs
-from glimpse.data.text_pairs import SentencePairDataModule, collate_pairs
+from glimpse.data.text.pairs import SentencePairDataModule, collate_pairs
 from glimpse.prediction import PredictionInputs
 from glimpse.tasks.translation import TranslationTask, bucket_names, scored_words
 

@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from glimpse.batches import TEXT
-from glimpse.data.vocab import CharVocab
+from glimpse.data.text.vocab import CharVocab
 from glimpse.errors import ConfigError
 from glimpse.models.bert import IGNORE, mask_tokens
 from glimpse.prediction import Prediction, PredictionInputs, PredictionOptions

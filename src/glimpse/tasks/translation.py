@@ -15,8 +15,8 @@ from torchmetrics.text import BLEUScore, CHRFScore
 
 from glimpse.batches import SENTENCE_PAIRS, SentencePairs
 from glimpse.callbacks.translation_figures import TranslationFigures, alignment_figure
-from glimpse.data.sequence_tokenizers import tokenizer_from_dict
-from glimpse.data.word_tokenizer import tokenize
+from glimpse.data.text.sequence_tokenizers import tokenizer_from_dict
+from glimpse.data.text.word_tokenizer import tokenize
 from glimpse.errors import ConfigError
 from glimpse.models.decoding import Decoded, beam_search, greedy_decode
 from glimpse.prediction import Prediction, PredictionInputs, PredictionOptions
@@ -49,7 +49,7 @@ class Translation:
 
 def scored_words(text: str) -> str:
     """What BLEU and chrF compare: the lower-cased words, punctuation dropped, joined by spaces
-    (:func:`glimpse.data.word_tokenizer.tokenize`), whatever the model's tokens were."""
+    (:func:`glimpse.data.text.word_tokenizer.tokenize`), whatever the model's tokens were."""
     return " ".join(tokenize(text))
 
 

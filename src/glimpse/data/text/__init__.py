@@ -1,1 +1,2 @@
-"""Character corpora and their batching, vocabularies, tokenizers and the char-text datamodule."""
+"""Character corpora and their batching, vocabularies, tokenizers, and the char-text and
+sentence-pair datamodules."""

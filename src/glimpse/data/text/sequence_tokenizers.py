@@ -1,11 +1,11 @@
 """Tokenizers of the sentence-pair data, at three levels, with one interface.
 
-* ``word``: :class:`~glimpse.data.word_tokenizer.WordTokenizer`, captioning's (lower-cased words,
-  punctuation dropped).
+* ``word``: :class:`~glimpse.data.text.word_tokenizer.WordTokenizer`, captioning's (lower-cased
+  words, punctuation dropped).
 * ``char``: :class:`CharTokenizer`, every character of the text as it is (case, spaces and
   punctuation kept), as char-rnn reads text.
 * ``subword``: :class:`SubwordTokenizer`, byte-level BPE (Sennrich et al. 2016) trained on the
-  training split with the ``tokenizers`` library (:class:`~glimpse.data.bpe.BPETokenizer`).
+  training split with the ``tokenizers`` library (:class:`~glimpse.data.text.bpe.BPETokenizer`).
 
 Each has ``pad_id = 0``, ``start_id``, ``end_id``, ``words`` (every token's string, by id),
 ``encode(text, add_special)``, ``decode(ids)``, ``tokenize(text)`` and a plain ``to_dict()``
@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
-from glimpse.data.bpe import BPETokenizer, clean
-from glimpse.data.word_tokenizer import WordTokenizer
+from glimpse.data.text.bpe import BPETokenizer, clean
+from glimpse.data.text.word_tokenizer import WordTokenizer
 from glimpse.errors import ConfigError
 
 Level = Literal["word", "char", "subword"]
@@ -37,7 +37,7 @@ class CharTokenizer(WordTokenizer):
 
 
 class SubwordTokenizer:
-    """Byte-level BPE through :class:`~glimpse.data.bpe.BPETokenizer` (texts cleaned and
+    """Byte-level BPE through :class:`~glimpse.data.text.bpe.BPETokenizer` (texts cleaned and
     lower-cased as CLIP's are; no text is ever ``<unk>``)."""
 
     pad_id = 0

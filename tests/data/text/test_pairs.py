@@ -11,15 +11,15 @@ import torch
 from conftest import SHARED_DATA
 
 from glimpse.batches import SentencePairs
-from glimpse.data.sentence_pair_files import read_sentence_pairs
-from glimpse.data.sequence_tokenizers import (
+from glimpse.data.formats.sentence_pairs import read_sentence_pairs
+from glimpse.data.spec import DataSpec
+from glimpse.data.text.pairs import SentencePairDataModule
+from glimpse.data.text.sequence_tokenizers import (
     CharTokenizer,
     build_tokenizer,
     tokenizer_from_dict,
     tokenizer_to_dict,
 )
-from glimpse.data.spec import DataSpec
-from glimpse.data.text_pairs import SentencePairDataModule
 from glimpse.errors import ConfigError, DataError, MissingFileError
 
 TATOEBA = SHARED_DATA / "tatoeba_eng_fra" / "eng-fra.txt"

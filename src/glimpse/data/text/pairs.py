@@ -1,10 +1,10 @@
 """Sentence pairs for translation as a LightningDataModule: ``data=text_pairs data.path=FILE``.
 
-The file (:mod:`glimpse.data.sentence_pair_files`) is split by *source sentence*: the distinct
+The file (:mod:`glimpse.data.formats.sentence_pairs`) is split by *source sentence*: the distinct
 sources are shuffled with ``seed`` and cut into train/val/test, so every translation of one
 source lands in the same split (Tatoeba lists "Go." with three French translations; none of them
 may be seen in training when "Go." is tested). Source and target vocabularies
-(:mod:`glimpse.data.sequence_tokenizers`, at the word, character or subword level) are built
+(:mod:`glimpse.data.text.sequence_tokenizers`, at the word, character or subword level) are built
 from the training split only and kept in the DataSpec, so a checkpoint alone translates.
 
 ``max_len`` drops the pairs whose source or target has more tokens than that (the PyTorch
@@ -31,15 +31,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from glimpse.batches import SENTENCE_PAIRS, SentencePairs
 from glimpse.data.download import file_digest
-from glimpse.data.pair_files import seeded_split
-from glimpse.data.sentence_pair_files import read_sentence_pairs
-from glimpse.data.sequence_tokenizers import (
+from glimpse.data.formats.pair_files import seeded_split
+from glimpse.data.formats.sentence_pairs import read_sentence_pairs
+from glimpse.data.spec import DataSpec
+from glimpse.data.text.sequence_tokenizers import (
     Level,
     SequenceTokenizer,
     build_tokenizer,
     tokenizer_to_dict,
 )
-from glimpse.data.spec import DataSpec
 from glimpse.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
