@@ -11,8 +11,8 @@ import pytest
 import torch
 from _helpers_clip import tiny_clip_overrides
 from conftest import compose_eval, compose_train, randomize_parameters, run_script, short_run
+from hydra.utils import instantiate
 
-from glimpse.data.image_text.datamodule import ImageTextDataModule
 from glimpse.data.images.decode import open_rgb
 from glimpse.data.synthetic.shapes import KINDS, write_imagefolder
 from glimpse.evaluation.zeroshot import check_clip, checkpoint_transform, prompt_names
@@ -137,9 +137,7 @@ def test_retrieval_recalls_on_the_checkpoints_test_pairs(checkpoint, tmp_path):
     results = evaluate(cfg)
     task, meta = load_task(checkpoint)
     task.eval()
-    data = dict(meta["config"]["data"], zeroshot=None)
-    data.pop("_target_")
-    datamodule = ImageTextDataModule(**data)
+    datamodule = instantiate(dict(meta["config"]["data"], zeroshot=None))
     datamodule.prepare_data()
     datamodule.setup("test")
     images, texts, ids = [], [], []

@@ -19,7 +19,7 @@ from conftest import CONF, SHARED_DATA, compose_train
 from hydra.utils import instantiate
 from PIL import Image
 
-from glimpse.batches import IMAGE_TEXT, ImageTextPairs, LabelledImages
+from glimpse.batches import IMAGE_TEXT, ImageTextPairs
 from glimpse.data.formats.pair_files import read_pair_file, seeded_split
 from glimpse.data.formats.tar_shards import ShardError, TarShardPairs
 from glimpse.data.image_text.datamodule import (
@@ -109,7 +109,7 @@ def pairs_of(loader) -> list[tuple[str, int]]:
 def test_a_pairs_file_is_split_by_image_with_the_seed(shapes_pairs, tmp_path):
     path = write_pairs_file(shapes_pairs / "two.csv", two_captions(shapes_pairs))
     data = ready(module(path, val_fraction=0.2, test_fraction=0.1, split_seed=3))
-    splits = {s: data.split(s) for s in ("train", "val", "test")}
+    splits = {s: data.source.split(s) for s in ("train", "val", "test")}
     assert [len(s.names) for s in splits.values()] == [21, 6, 3]
     assert set().union(*(s.names for s in splits.values())) == {i for i, _ in rows_of(shapes_pairs)}
     assert all(len(caps) == 2 for s in splits.values() for caps in s.captions)
@@ -127,8 +127,8 @@ def test_a_folder_of_split_files_keeps_its_splits_and_test_falls_back_to_val(sha
     write_pairs_file(folder / "train.csv", [(f"../{i}", c) for i, c in rows[:24]])
     write_pairs_file(folder / "val.csv", [(f"../{i}", c) for i, c in rows[24:]])
     data = ready(module(folder))
-    assert len(data.split("train").names) == 24 and len(data.split("val").names) == 6
-    assert data.split("test") is data.split("val")
+    assert len(data.source.split("train").names) == 24 and len(data.source.split("val").names) == 6
+    assert data.source.split("test") is data.source.split("val")
     assert pairs_of(data.test_dataloader()) == pairs_of(data.val_dataloader())
 
 
@@ -140,7 +140,7 @@ def test_tsv_and_jsonl_files_give_the_same_pairs_as_csv(shapes_pairs):
         data = ready(
             module(path, format=suffix, source={"image_column": "file", "caption_column": "text"})
         )
-        loaded[suffix] = [data.split(s).captions for s in ("train", "val", "test")]
+        loaded[suffix] = [data.source.split(s).captions for s in ("train", "val", "test")]
     assert loaded["csv"] == loaded["tsv"] == loaded["jsonl"]
     listed = shapes_pairs / "lists.jsonl"
     captions = {}
@@ -162,7 +162,7 @@ def test_tsv_and_jsonl_files_give_the_same_pairs_as_csv(shapes_pairs):
 def test_image_paths_are_read_relative_to_image_root(shapes_pairs, tmp_path):
     path = write_pairs_file(tmp_path / "elsewhere.csv", rows_of(shapes_pairs))
     data = ready(module(path, source={"image_root": str(shapes_pairs)}))
-    assert data.split("train").paths[0].parent == shapes_pairs / "images"
+    assert data.source.split("train").paths[0].parent == shapes_pairs / "images"
 
 
 def test_training_batches_are_image_text_pairs(shapes_pairs):
@@ -175,7 +175,7 @@ def test_training_batches_are_image_text_pairs(shapes_pairs):
     for tokens, text, i in zip(batch.tokens, batch.texts, batch.image_ids, strict=True):
         assert tokens[0] == data.tokenizer.start_id
         assert data.tokenizer.decode(tokens) == clean(text)
-        assert text in data.split("train").captions[int(i)]
+        assert text in data.source.split("train").captions[int(i)]
     # The same tokenizer as the spec's, and the spec's normalisation is CLIP's.
     assert BPETokenizer.from_dict(data.spec.tokenizer) == data.tokenizer
     assert (data.spec.mean, data.spec.std) == (CLIP_MEAN, CLIP_STD)
@@ -186,7 +186,7 @@ def test_evaluation_images_are_resized_centre_cropped_and_normalised_with_clips_
 ):
     data = ready(module(shapes_pairs / "pairs.csv", image_size=24))
     batch = next(iter(data.val_dataloader()))
-    path = data.split("val").paths[0]
+    path = data.source.split("val").paths[0]
     pixels = torch.from_numpy(np.array(open_rgb(path).resize((24, 24), Image.BICUBIC)))
     expected = (
         pixels.permute(2, 0, 1) / 255 - torch.tensor(CLIP_MEAN)[:, None, None]
@@ -200,7 +200,7 @@ def test_random_sampling_serves_each_image_once_and_all_serves_every_pair(shapes
     path = write_pairs_file(shapes_pairs / "two.csv", two_captions(shapes_pairs))
     random_ = ready(module(path, batch_size=3))
     every = ready(module(path, batch_size=3, caption_sampling="all"))
-    train = random_.split("train")
+    train = random_.source.split("train")
     served = pairs_of(random_.train_dataloader())
     assert sorted(i for _, i in served) == list(range(len(train.names)))
     assert all(text in train.captions[i] for text, i in served)
@@ -211,7 +211,7 @@ def test_random_sampling_serves_each_image_once_and_all_serves_every_pair(shapes
 def test_evaluation_serves_every_caption_with_its_image_index(shapes_pairs):
     path = write_pairs_file(shapes_pairs / "two.csv", two_captions(shapes_pairs))
     data = ready(module(path, batch_size=5))
-    val = data.split("val")
+    val = data.source.split("val")
     expected = [(c, i) for i, caps in enumerate(val.captions) for c in caps]
     assert pairs_of(data.val_dataloader()) == expected
 
@@ -331,38 +331,6 @@ def test_shapes_pair_captions_name_a_kind_of_their_scene():
         caption = describe(scene, rng)
         named = {k for k in KINDS if f" {k}" in caption or f" {PLURALS[k]}" in caption}
         assert named and named <= {shape.kind for shape in scene.shapes}, caption
-
-
-def test_shapes_format_writes_its_set_once_and_adds_zero_shot_shapes(tmp_path):
-    zeroshot = ShapesDataModule(
-        data_dir=tmp_path, image_size=24, num_per_class=10, num_workers=0, batch_size=99
-    )
-    data = module(
-        tmp_path, format="shapes", source={"num_images": 20}, image_size=24, zeroshot=zeroshot
-    )
-    data.prepare_data()
-    assert (tmp_path / "shapes_pairs_24_0_n20_s2" / "pairs.csv").is_file()
-    data.setup("fit")
-    assert data.spec.metadata["zeroshot_classes"] == sorted(KINDS)
-    pairs, labelled = data.val_dataloader()
-    assert isinstance(next(iter(pairs)), ImageTextPairs)
-    batch = next(iter(labelled))
-    assert isinstance(batch, LabelledImages) and batch.images.shape == (4, 3, 24, 24)
-    path, label = zeroshot.dataset("val").samples[0]
-    assert torch.allclose(batch.images[0], data.transforms["eval"](open_rgb(path)))
-    assert int(batch.labels[0]) == label
-    assert zeroshot.dataset("val").transform is not data.transforms["eval"]  # left as it was
-    data.setup("test")
-    assert len(data.test_dataloader()) == 2
-
-
-def test_shapes_kinds_captions_are_written_to_a_folder_of_their_own(tmp_path):
-    data = module(tmp_path, format="shapes", source={"num_images": 6, "captions": "kinds"})
-    data.prepare_data()
-    rows = (tmp_path / "shapes_pairs_32_0_n6_s2_kinds" / "pairs.csv").read_text().splitlines()
-    assert all(caption.startswith(("a ", "an ")) for caption in (r.split(",")[1] for r in rows[1:]))
-    data.setup("fit")
-    assert data.spec.metadata["shapes"]["captions"] == "kinds"
 
 
 def test_spec_round_trips_through_its_dict_with_the_tokenizer(shapes_pairs):

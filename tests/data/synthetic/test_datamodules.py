@@ -3,10 +3,15 @@ with the real datamodule of its format."""
 
 from __future__ import annotations
 
+import torch
+
+from glimpse.batches import ImageTextPairs, LabelledImages
+from glimpse.data.images.decode import open_rgb
 from glimpse.data.synthetic.datamodules import (
     ShapesCaptionsDataModule,
     ShapesDataModule,
     ShapesDetectionDataModule,
+    ShapesPairsDataModule,
 )
 from glimpse.data.synthetic.shapes import KINDS
 
@@ -75,3 +80,38 @@ def test_shapes_detection_writes_coco_files_once_and_serves_batches(tmp_path):
     data.setup("test")
     assert len(data.dataset("test")) == 2 and data.dataset("test") is not data.dataset("val")
     assert spec.metadata["annotation_files"]["test"].endswith("instances_test.json")
+
+
+def shapes_pairs(data_dir, **kwargs) -> ShapesPairsDataModule:
+    defaults = {"image_size": 32, "batch_size": 4, "num_workers": 0, "vocab_size": 300}
+    return ShapesPairsDataModule(data_dir=data_dir, **{**defaults, **kwargs})
+
+
+def test_shapes_pairs_write_its_set_once_and_adds_zero_shot_shapes(tmp_path):
+    zeroshot = ShapesDataModule(
+        data_dir=tmp_path, image_size=24, num_per_class=10, num_workers=0, batch_size=99
+    )
+    data = shapes_pairs(tmp_path, source={"num_images": 20}, image_size=24, zeroshot=zeroshot)
+    data.prepare_data()
+    assert (tmp_path / "shapes_pairs_24_0_n20_s2" / "pairs.csv").is_file()
+    data.setup("fit")
+    assert data.spec.metadata["zeroshot_classes"] == sorted(KINDS)
+    pairs, labelled = data.val_dataloader()
+    assert isinstance(next(iter(pairs)), ImageTextPairs)
+    batch = next(iter(labelled))
+    assert isinstance(batch, LabelledImages) and batch.images.shape == (4, 3, 24, 24)
+    path, label = zeroshot.dataset("val").samples[0]
+    assert torch.allclose(batch.images[0], data.transforms["eval"](open_rgb(path)))
+    assert int(batch.labels[0]) == label
+    assert zeroshot.dataset("val").transform is not data.transforms["eval"]  # left as it was
+    data.setup("test")
+    assert len(data.test_dataloader()) == 2
+
+
+def test_shapes_kinds_captions_are_written_to_a_folder_of_their_own(tmp_path):
+    data = shapes_pairs(tmp_path, source={"num_images": 6, "captions": "kinds"})
+    data.prepare_data()
+    rows = (tmp_path / "shapes_pairs_32_0_n6_s2_kinds" / "pairs.csv").read_text().splitlines()
+    assert all(caption.startswith(("a ", "an ")) for caption in (r.split(",")[1] for r in rows[1:]))
+    data.setup("fit")
+    assert data.spec.metadata["captions"] == "kinds"

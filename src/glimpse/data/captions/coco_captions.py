@@ -25,7 +25,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from glimpse.data.captions.datamodule import CaptionDataModule, SplitSource, image_files
+from glimpse.data.captions.datamodule import CaptionDataModule
+from glimpse.data.captions.splits import SplitSource, image_files
 from glimpse.data.detection.coco import BASE_URL, PUBLISHED_MD5, fetch_coco2017
 from glimpse.data.formats.caption_files import read_coco_captions, read_karpathy_split
 

@@ -4,9 +4,9 @@
 the split lists, with their captions, and which image files exist (:meth:`read_sources`).
 The base then
 
-* leaves out, counts and warns about (once per split) the listed images that have no file or
-  no caption, and raises a ValueError naming the list and folder when a split ends up empty
-  or an image is in two splits;
+* indexes the splits with :class:`~glimpse.data.captions.splits.ListedSplits`: the listed
+  images without a file or a caption are left out, counted and warned about once per split,
+  and a split that ends up empty or an image in two splits is an error naming the list;
 * builds the :class:`~glimpse.data.text.word_tokenizer.WordTokenizer` from the training captions
   only (words seen at least ``min_word_freq`` times) and the DataSpec that keeps it;
 * serves training batches of (image, one caption) pairs, every caption of every training
@@ -30,11 +30,9 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-import lightning as L
 import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
@@ -42,133 +40,22 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from glimpse.batches import CAPTIONED_IMAGES, CaptionedImages
+from glimpse.data.base import (
+    SPLITS,
+    STAGE_SPLITS,
+    GlimpseDataModule,
+    check_verification,
+    normalisation,
+)
 from glimpse.data.captions.feature_cache import cache_digest, cached_features
-from glimpse.data.images.decode import SHOWN_BAD_FILES, open_rgb, readable_images
-from glimpse.data.images.image_folder import SPLITS, STAGE_SPLITS
+from glimpse.data.captions.splits import CaptionSplit, ListedSplits, SplitSource
+from glimpse.data.images.decode import open_rgb
 from glimpse.data.images.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from glimpse.data.spec import DataSpec
 from glimpse.data.text.word_tokenizer import WordTokenizer, tokenize
+from glimpse.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-
-class SplitSource(NamedTuple):
-    """What a subclass reads for one split.
-
-    Attributes:
-        captions: every image the split lists, by file name, with its captions (an empty
-            list for a listed image that has none).
-        files: the image files found, by name (it may hold images of other splits).
-        listed_in: what lists the split's images (a file), for messages.
-        image_dir: where the images are looked for, for messages.
-    """
-
-    captions: dict[str, list[str]]
-    files: dict[str, Path]
-    listed_in: str
-    image_dir: str
-
-
-@dataclass(frozen=True)
-class CaptionSplit:
-    """One split's captioned images that have a file, in listing order, and what was left
-    out: ``missing`` listed images without a file, ``uncaptioned`` ones without captions."""
-
-    names: tuple[str, ...]
-    paths: tuple[Path, ...]
-    captions: tuple[tuple[str, ...], ...]
-    missing: int = 0
-    uncaptioned: int = 0
-
-    def counts(self) -> dict[str, int]:
-        return {
-            "images": len(self.names),
-            "captions": sum(map(len, self.captions)),
-            "missing_images": self.missing,
-            "uncaptioned_images": self.uncaptioned,
-        }
-
-
-def readable_split(
-    split: CaptionSplit, name: str, num_workers: int, skip_corrupt: bool
-) -> CaptionSplit:
-    """``split`` with every image decoded once: an unreadable one raises, or with
-    ``skip_corrupt`` is left out with its captions (counted in a warning)
-    (:func:`~glimpse.data.images.decode.readable_images`)."""
-    keep = readable_images(split.paths, num_workers, skip_corrupt, name)
-    if len(keep) == len(split.paths):
-        return split
-    return CaptionSplit(
-        names=tuple(split.names[i] for i in keep),
-        paths=tuple(split.paths[i] for i in keep),
-        captions=tuple(split.captions[i] for i in keep),
-        missing=split.missing,
-        uncaptioned=split.uncaptioned,
-    )
-
-
-def image_files(folder: Path) -> dict[str, Path]:
-    """The files directly in ``folder`` by name (hidden files left out); empty when it does
-    not exist."""
-    if not folder.is_dir():
-        return {}
-    return {
-        e.name: Path(e.path)
-        for e in os.scandir(folder)
-        if e.is_file() and not e.name.startswith(".")
-    }
-
-
-def index_split(split: str, source: SplitSource) -> CaptionSplit:
-    """Keep the listed images that have captions and a file; warn once with the counts of
-    those left out. Raises ValueError naming the list and folder when none is left."""
-    kept = [n for n, caps in source.captions.items() if caps and n in source.files]
-    missing = [n for n, caps in source.captions.items() if caps and n not in source.files]
-    uncaptioned = [n for n, caps in source.captions.items() if not caps]
-    if missing or uncaptioned:
-        log.warning(
-            "%s split: %d of the %d images listed in %s have no file in %s (their %d captions "
-            "are left out) and %d have no caption; e.g. %s",
-            split,
-            len(missing),
-            len(source.captions),
-            source.listed_in,
-            source.image_dir,
-            sum(len(source.captions[n]) for n in missing),
-            len(uncaptioned),
-            ", ".join((missing + uncaptioned)[:SHOWN_BAD_FILES]),
-        )
-    if not kept:
-        raise ValueError(
-            f"The {split} split is empty: none of the {len(source.captions)} images listed in "
-            f"{source.listed_in} has both captions and a file in {source.image_dir}; check "
-            "data.root."
-        )
-    return CaptionSplit(
-        names=tuple(kept),
-        paths=tuple(source.files[n] for n in kept),
-        captions=tuple(tuple(source.captions[n]) for n in kept),
-        missing=len(missing),
-        uncaptioned=len(uncaptioned),
-    )
-
-
-def check_disjoint(sources: dict[str, SplitSource]) -> None:
-    """Raise ValueError naming an image that two splits list (a split that reads the same
-    source as another, like COCO's test = val, is not compared with it)."""
-    seen: dict[str, str] = {}
-    checked: list[SplitSource] = []
-    for split, source in sources.items():
-        if any(source is other for other in checked):
-            continue
-        checked.append(source)
-        for name in source.captions:
-            if name in seen:
-                raise ValueError(
-                    f"{name} is listed in both the {seen[name]} and the {split} split "
-                    f"({source.listed_in}); an image may be in one split only."
-                )
-            seen[name] = split
 
 
 class CaptionSample(NamedTuple):
@@ -243,20 +130,7 @@ def collate_captions(samples: Sequence[CaptionSample]) -> CaptionedImages:
     )
 
 
-def display_transform(image_size: int, crop_ratio: float) -> v2.Compose:
-    """:func:`~glimpse.data.images.transforms.eval_transform` without the normalisation: ``(3, H,
-    W)`` float32 in [0, 1], for figures."""
-    return v2.Compose(
-        [
-            v2.ToImage(),
-            v2.Resize(int(image_size / crop_ratio), antialias=True),
-            v2.CenterCrop(image_size),
-            v2.ToDtype(torch.float32, scale=True),
-        ]
-    )
-
-
-class CaptionDataModule(L.LightningDataModule):
+class CaptionDataModule(GlimpseDataModule):
     """The base of the captioning datamodules (see the module docstring).
 
     Subclasses implement :meth:`read_sources` (and :meth:`prepare_data` to fetch or write
@@ -307,29 +181,21 @@ class CaptionDataModule(L.LightningDataModule):
         cache_features: bool = False,
         cache_dir: str | os.PathLike = "data/feature_cache",
     ) -> None:
-        super().__init__()
-        if skip_corrupt and not verify:
-            raise ValueError("data.skip_corrupt=true needs data.verify=true to find the files.")
-        if len(mean) != 3 or len(std) != 3:
-            raise ValueError(f"data.mean={list(mean)} and data.std={list(std)} need 3 values.")
+        super().__init__(batch_size, eval_batch_size, num_workers, pin_memory)
+        check_verification(verify, skip_corrupt)
+        self.mean, self.std = normalisation(mean, std)
         if cache_features and hflip > 0:
-            raise ValueError(
+            raise ConfigError(
                 f"data.cache_features=true caches each image's features once, so it cannot "
                 f"serve flipped images; set data.hflip=0 (it is {hflip})."
             )
         if min_word_freq < 1:
-            raise ValueError(f"data.min_word_freq={min_word_freq} must be at least 1.")
+            raise ConfigError(f"data.min_word_freq={min_word_freq} must be at least 1.")
         self.root = Path(root)
         self.image_size = int(image_size)
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
         self.min_word_freq = min_word_freq
         self.crop_ratio = crop_ratio
-        self.mean = tuple(float(m) for m in mean)
-        self.std = tuple(float(s) for s in std)
         self.verify, self.skip_corrupt = verify, skip_corrupt
-        self.pin_memory = pin_memory
         self.cache_features = cache_features
         self.cache_dir = Path(cache_dir)
         evaluation = eval_transform(self.image_size, crop_ratio, self.mean, self.std)
@@ -340,9 +206,7 @@ class CaptionDataModule(L.LightningDataModule):
             "eval": evaluation,
         }
         self.datasets: dict[str, CaptionDataset] = {}
-        self._sources: dict[str, SplitSource] | None = None
-        self._splits: dict[str, CaptionSplit] = {}
-        self._spec: DataSpec | None = None
+        self.splits = ListedSplits(self.read_sources)
 
     def read_sources(self) -> dict[str, SplitSource]:
         """Each of ``train``, ``val`` and ``test``'s listed images, captions and files; a split
@@ -353,20 +217,9 @@ class CaptionDataModule(L.LightningDataModule):
         """Provenance kept in the spec's metadata."""
         return {"root": str(self.root)}
 
-    def sources(self) -> dict[str, SplitSource]:
-        if self._sources is None:
-            sources = self.read_sources()
-            check_disjoint(sources)
-            self._sources = sources
-        return self._sources
-
     def split(self, name: str) -> CaptionSplit:
         """The split's captioned images that have a file (indexed once, warning once)."""
-        if name not in self._splits:
-            source = self.sources()[name]
-            same = [s for s, other in self._splits.items() if self.sources()[s] is source]
-            self._splits[name] = self._splits[same[0]] if same else index_split(name, source)
-        return self._splits[name]
+        return self.splits.split(name)
 
     def setup(self, stage: str | None = None) -> None:
         """Index every split and build the tokenizer and spec (once), then the datasets of
@@ -404,12 +257,6 @@ class CaptionDataModule(L.LightningDataModule):
         )
 
     @property
-    def spec(self) -> DataSpec:
-        if self._spec is None:
-            raise RuntimeError("Call prepare_data() and setup() before reading the spec.")
-        return self._spec
-
-    @property
     def tokenizer(self) -> WordTokenizer:
         """The vocabulary of the training captions."""
         return WordTokenizer(self.spec.vocab)
@@ -421,27 +268,18 @@ class CaptionDataModule(L.LightningDataModule):
             same = [
                 s
                 for s in self.datasets
-                if s != "train" != split and self.sources()[s] is self.sources()[split]
+                if s != "train" != split and self.splits.shares_source(s, split)
             ]
             if same:
                 self.datasets[split] = self.datasets[same[0]]
             else:
                 self.datasets[split] = CaptionDataset(
-                    self._verified(split),
+                    self.splits.verified(split, self.verify, self.num_workers, self.skip_corrupt),
                     self.tokenizer,
                     self.transforms["train" if split == "train" else "eval"],
                     pairs=split == "train",
                 )
         return self.datasets[split]
-
-    def _verified(self, name: str) -> CaptionSplit:
-        """The split, its unreadable images raising or (``skip_corrupt``) left out."""
-        split = self.split(name)
-        return (
-            readable_split(split, name, self.num_workers, self.skip_corrupt)
-            if self.verify
-            else split
-        )
 
     def display_image(self, split: str, name: str) -> Tensor:
         """Image ``name`` of ``split`` as the model sees it but not normalised: ``(3, H, W)``
@@ -450,7 +288,8 @@ class CaptionDataModule(L.LightningDataModule):
         if name not in dataset.names:
             raise KeyError(f"{name} is not an image of the {split} split.")
         path = dataset.paths[dataset.names.index(name)]
-        return display_transform(self.image_size, self.crop_ratio)(open_rgb(path))
+        unnormalised = eval_transform(self.image_size, self.crop_ratio, (0.0,) * 3, (1.0,) * 3)
+        return unnormalised(open_rgb(path))
 
     def feature_cache_path(self, split: str, key: str) -> Path:
         """Where ``split``'s grids from the encoder identified by ``key`` are cached."""
@@ -491,37 +330,11 @@ class CaptionDataModule(L.LightningDataModule):
             self.num_workers,
         )
 
-    def _pin(self) -> bool:
-        if self.pin_memory is not None:
-            return self.pin_memory
-        return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
-
-    def _loader(self, split: str) -> DataLoader:
+    def split_loader(self, split: str) -> DataLoader:
         """Training shuffles the (image, caption) pairs and drops the last partial batch when
         there is a whole one; evaluation serves each image once with all its captions. With
         cached features the batches are read in the main process (no decoding is left)."""
         if self.cache_features:
             self._attach_features(split)
-        train = split == "train"
-        dataset = self.dataset(split)
-        batch_size = self.batch_size if train else self.eval_batch_size
-        workers = 0 if self.cache_features else self.num_workers
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=train,
-            drop_last=train and len(dataset) >= batch_size,
-            num_workers=workers,
-            collate_fn=collate_captions,
-            pin_memory=self._pin(),
-            persistent_workers=workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        workers = 0 if self.cache_features else None
+        return self.loader(self.dataset(split), split == "train", collate_captions, workers)

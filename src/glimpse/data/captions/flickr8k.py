@@ -30,7 +30,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
-from glimpse.data.captions.datamodule import CaptionDataModule, SplitSource, image_files
+from glimpse.data.captions.datamodule import CaptionDataModule
+from glimpse.data.captions.splits import SplitSource, image_files
 from glimpse.data.download import download_file, extract_into
 from glimpse.data.formats.caption_files import (
     read_flickr8k_tokens,

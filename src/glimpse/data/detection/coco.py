@@ -44,7 +44,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 from PIL import Image, ImageOps
@@ -54,6 +53,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from glimpse.batches import DETECTION
+from glimpse.data.base import SPLITS, STAGE_SPLITS, GlimpseDataModule, normalisation
 from glimpse.data.detection.transforms import (
     DETR_SCALES,
     DetectionSample,
@@ -64,7 +64,6 @@ from glimpse.data.detection.transforms import (
 )
 from glimpse.data.download import download_file, extract_into
 from glimpse.data.images.decode import SHOWN_BAD_FILES, CorruptImageError, to_rgb
-from glimpse.data.images.image_folder import SPLITS, STAGE_SPLITS
 from glimpse.data.images.transforms import IMAGENET_MEAN, IMAGENET_STD
 from glimpse.data.spec import DataSpec
 from glimpse.utils.coco import load_coco
@@ -362,7 +361,7 @@ def fetch_coco2017(
         archive.unlink()
 
 
-class CocoDetectionDataModule(L.LightningDataModule):
+class CocoDetectionDataModule(GlimpseDataModule):
     """COCO 2017 instances, or any dataset in COCO's format (see the module docstring).
 
     Args:
@@ -427,7 +426,7 @@ class CocoDetectionDataModule(L.LightningDataModule):
         verify: bool = False,
         pin_memory: bool | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, eval_batch_size, num_workers, pin_memory)
         for name, value in (
             ("subset_fraction", subset_fraction),
             ("eval_subset_fraction", eval_subset_fraction),
@@ -436,8 +435,7 @@ class CocoDetectionDataModule(L.LightningDataModule):
                 raise ValueError(f"data.{name}={value} must be null or in (0, 1].")
         if subset_categories is not None and not subset_categories:
             raise ValueError("data.subset_categories is empty; name categories or set null.")
-        if len(mean) != 3 or len(std) != 3:
-            raise ValueError(f"data.mean={list(mean)} and data.std={list(std)} need 3 values.")
+        self.mean, self.std = normalisation(mean, std)
         self.root = Path(root) if root is not None else None
         self.folders = {"train": train_images, "val": val_images}
         self.folders["test"] = test_images or val_images
@@ -445,10 +443,6 @@ class CocoDetectionDataModule(L.LightningDataModule):
         self.files["test"] = test_annotations or val_annotations
         self.train_scales = tuple(int(s) for s in train_scales)
         self.max_size, self.eval_scale = int(max_size), int(eval_scale)
-        self.mean = tuple(float(m) for m in mean)
-        self.std = tuple(float(s) for s in std)
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
-        self.num_workers = num_workers
         self.fractions = {"train": subset_fraction}
         self.fractions["val"] = self.fractions["test"] = eval_subset_fraction
         self.subset_categories = list(subset_categories) if subset_categories else None
@@ -457,7 +451,7 @@ class CocoDetectionDataModule(L.LightningDataModule):
         self.download = download
         self.base_url = (base_url or BASE_URL).rstrip("/") + "/"
         self.md5 = {**PUBLISHED_MD5, **(md5 or {})}
-        self.verify, self.pin_memory = verify, pin_memory
+        self.verify = verify
         self.transforms = {
             "train": train_transform(
                 self.train_scales, self.max_size, random_crop, hflip, self.mean, self.std
@@ -597,33 +591,6 @@ class CocoDetectionDataModule(L.LightningDataModule):
             },
         )
 
-    def _pin(self) -> bool:
-        if self.pin_memory is not None:
-            return self.pin_memory
-        return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
-
-    def _loader(self, split: str) -> DataLoader:
-        """The split's DataLoader; training shuffles and drops a last partial batch (when the
-        split holds a whole one)."""
-        train = split == "train"
-        dataset = self.dataset(split)
-        batch_size = self.batch_size if train else self.eval_batch_size
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=train,
-            drop_last=train and len(dataset) >= batch_size,
-            num_workers=self.num_workers,
-            collate_fn=collate_detection,
-            pin_memory=self._pin(),
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
+    def split_loader(self, split: str) -> DataLoader:
+        """The split's DataLoader (:meth:`~glimpse.data.base.GlimpseDataModule.loader`)."""
+        return self.loader(self.dataset(split), split == "train", collate_detection)

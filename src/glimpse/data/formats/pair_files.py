@@ -1,5 +1,5 @@
 """Image-text pair files (CSV, TSV, JSONL) and the seeded split of a single file, for
-:mod:`glimpse.data.image_text.datamodule`.
+:mod:`glimpse.data.image_text.sources`.
 
 A file lists (image path, caption) rows; the rows of one image make one image with several
 captions (a JSONL caption may also be a list). Malformed input raises ValueError naming the file
@@ -15,8 +15,6 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-from glimpse.data.captions.datamodule import SplitSource
 
 
 def _add(captions: dict[str, list[str]], where: str, image: Any, caption: Any) -> None:
@@ -113,17 +111,3 @@ def seeded_split(
         "test": shuffled[val : val + test],
         "train": shuffled[val + test :],
     }
-
-
-def file_sources(
-    captions: dict[str, list[str]], image_root: Path, listed_in: str, names: Sequence[str]
-) -> SplitSource:
-    """The split of the images ``names`` of ``captions``, with their files under
-    ``image_root`` (absolute paths kept)."""
-    paths = {name: image_root / name for name in names}
-    return SplitSource(
-        {name: captions[name] for name in names},
-        {name: p for name, p in paths.items() if p.is_file()},
-        listed_in,
-        str(image_root),
-    )

@@ -31,13 +31,19 @@ from functools import partial
 from pathlib import Path
 from typing import Literal
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, default_collate
 from torchvision.datasets import ImageFolder
 
 from glimpse.batches import LABELLED_IMAGES, LabelledImages
+from glimpse.data.base import (
+    SPLITS,
+    STAGE_SPLITS,
+    GlimpseDataModule,
+    check_verification,
+    normalisation,
+)
 from glimpse.data.images.decode import open_rgb, readable_images
 from glimpse.data.images.device_decode import (
     EncodedImages,
@@ -53,18 +59,9 @@ from glimpse.data.images.transforms import (
     train_transform,
 )
 from glimpse.data.spec import DataSpec
+from glimpse.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-
-SPLITS = ("train", "val", "test")
-#: The splits each Lightning stage reads.
-STAGE_SPLITS = {
-    "fit": ("train", "val"),
-    "validate": ("val",),
-    "test": ("test",),
-    "predict": ("test",),
-}
 
 
 def _transform_kind(split: str) -> str:
@@ -106,7 +103,7 @@ class ClassFolder(ImageFolder):
         self.targets = [label for _, label in samples]
 
 
-class ImageFolderDataModule(L.LightningDataModule):
+class ImageFolderDataModule(GlimpseDataModule):
     """Images in ``root/{train,val}/<class>/*``, and ``root/test`` when it exists.
 
     Labels index the class folders of ``root/train`` in sorted order; val and test may lack a
@@ -163,22 +160,15 @@ class ImageFolderDataModule(L.LightningDataModule):
         pin_memory: bool | None = None,
         decode_device: Literal["cpu", "cuda"] = "cpu",
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, num_workers=num_workers, pin_memory=pin_memory)
         if decode_device not in ("cpu", "cuda"):
-            raise ValueError(f"data.decode_device={decode_device!r} must be cpu or cuda.")
-        if skip_corrupt and not verify:
-            raise ValueError("data.skip_corrupt=true needs data.verify=true to find the files.")
-        if len(mean) != 3 or len(std) != 3:
-            raise ValueError(f"data.mean={list(mean)} and data.std={list(std)} need 3 values.")
+            raise ConfigError(f"data.decode_device={decode_device!r} must be cpu or cuda.")
+        check_verification(verify, skip_corrupt)
+        self.mean, self.std = normalisation(mean, std)
         self.root = Path(root)
         self.image_size = int(image_size)
-        self.batch_size = batch_size
-        self.num_workers = num_workers
         self.class_name_map = dict(class_names) if class_names is not None else None
-        self.mean = tuple(float(m) for m in mean)
-        self.std = tuple(float(s) for s in std)
         self.verify, self.skip_corrupt = verify, skip_corrupt
-        self.pin_memory = pin_memory
         self.decode_device = decode_device
         self.transforms = {
             "train": train_transform(
@@ -195,7 +185,6 @@ class ImageFolderDataModule(L.LightningDataModule):
             "eval": eval_transform(self.image_size, crop_ratio, self.mean, self.std),
         }
         self.datasets: dict[str, ClassFolder] = {}
-        self._spec: DataSpec | None = None
 
     def split_folder(self, split: str) -> Path:
         """Where ``split`` is read from: ``root/test``, or ``root/val`` when there is none."""
@@ -291,37 +280,14 @@ class ImageFolderDataModule(L.LightningDataModule):
         if len(kept) < len(paths):
             dataset.keep([dataset.samples[index] for index in kept])
 
-    @property
-    def spec(self) -> DataSpec:
-        if self._spec is None:
-            raise RuntimeError("Call prepare_data() and setup() before reading the spec.")
-        return self._spec
-
-    def _pin(self) -> bool:
-        if self.pin_memory is not None:
-            return self.pin_memory
-        return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
-
-    def _loader(self, split: str) -> DataLoader:
-        """The split's DataLoader. Training shuffles and drops the last partial batch (when the
-        split holds at least one whole batch): BatchNorm statistics of a batch of one or two
-        images are noise, and every step then averages the same number of images."""
-        train = split == "train"
-        dataset = self.dataset(split)
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=train,
-            drop_last=train and len(dataset) >= self.batch_size,
-            num_workers=self.num_workers,
-            collate_fn=(
-                partial(collate_encoded, split=split)
-                if self.decode_device == "cuda"
-                else collate_labelled_images
-            ),
-            pin_memory=self._pin(),
-            persistent_workers=self.num_workers > 0,
+    def split_loader(self, split: str) -> DataLoader:
+        """The split's DataLoader (:meth:`~glimpse.data.base.GlimpseDataModule.loader`)."""
+        collate = (
+            partial(collate_encoded, split=split)
+            if self.decode_device == "cuda"
+            else collate_labelled_images
         )
+        return self.loader(self.dataset(split), split == "train", collate)
 
     def transfer_batch_to_device(
         self, batch: object, device: torch.device, dataloader_idx: int
@@ -337,12 +303,3 @@ class ImageFolderDataModule(L.LightningDataModule):
             transform = self.transforms[_transform_kind(batch.split)]
             return decode_to_labelled_images(batch, transform, open_rgb)
         return batch
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")

@@ -23,14 +23,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 
-import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from glimpse.batches import MULTI_VIEW_IMAGES, MultiViewImages
+from glimpse.data.base import SPLITS, GlimpseDataModule
 from glimpse.data.images.decode import open_rgb
 from glimpse.data.images.image_folder import (
-    SPLITS,
     ClassFolder,
     ImageFolderDataModule,
     collate_labelled_images,
@@ -104,7 +103,7 @@ def labelled_loader(
     )
 
 
-class MultiViewDataModule(L.LightningDataModule):
+class MultiViewDataModule(GlimpseDataModule):
     """Random views of a labelled image datamodule's training images, and its labelled splits
     for evaluation (see the module docstring).
 
@@ -134,7 +133,7 @@ class MultiViewDataModule(L.LightningDataModule):
         num_workers: int = 4,
         pin_memory: bool | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, num_workers=num_workers, pin_memory=pin_memory)
         if not isinstance(base, ImageFolderDataModule):
             raise ValueError(
                 f"data.base is a {type(base).__name__}; multi-view data needs a labelled image "
@@ -148,9 +147,7 @@ class MultiViewDataModule(L.LightningDataModule):
             )
         self.base = base
         self.recipe = ViewRecipe.from_config(views)
-        self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.transform = MultiViewTransform(self.recipe, base.image_size, base.mean, base.std)
-        self._spec: DataSpec | None = None
 
     def prepare_data(self) -> None:
         """The base's: download, extract or generate the images."""
@@ -177,45 +174,20 @@ class MultiViewDataModule(L.LightningDataModule):
             )
             log.info("Views per image: %s", self._spec.metadata["views"]["sizes"])
 
-    @property
-    def spec(self) -> DataSpec:
-        if self._spec is None:
-            raise RuntimeError("Call prepare_data() and setup() before reading the spec.")
-        return self._spec
-
     def labelled_datamodule(self) -> ImageFolderDataModule:
         """The base: the same images as a plain labelled image datamodule."""
         return self.base
 
-    def _pin(self) -> bool:
-        if self.pin_memory is not None:
-            return self.pin_memory
-        return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
-
-    def train_dataloader(self) -> DataLoader:
-        """The train split's views, shuffled; the last partial batch is dropped when the split
-        holds at least one whole batch (BatchNorm statistics of a few images are noise)."""
-        dataset = TransformedImages(self.base.dataset("train"), self.transform)
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=True,
-            drop_last=len(dataset) >= self.batch_size,
-            num_workers=self.num_workers,
-            collate_fn=collate_multi_view,
-            pin_memory=self._pin(),
-            persistent_workers=self.num_workers > 0,
-        )
+    def split_loader(self, split: str) -> DataLoader | list[DataLoader]:
+        """Training: the train split's views, shuffled, the last partial batch dropped when the
+        split holds a whole one. Validation and testing: ``[train split (the memory bank), val or
+        test split]``, unaugmented."""
+        if split == "train":
+            views = TransformedImages(self.base.dataset("train"), self.transform)
+            return self.loader(views, True, collate_multi_view)
+        return [self.eval_loader("train"), self.eval_loader(split)]
 
     def eval_loader(self, split: str) -> DataLoader:
         """``split`` as unaugmented :class:`LabelledImages` in file order (:func:`labelled_loader`
         with this module's batch size and workers)."""
-        return labelled_loader(self, split, pin_memory=self._pin())
-
-    def val_dataloader(self) -> list[DataLoader]:
-        """``[train split (the memory bank), val split]``, unaugmented."""
-        return [self.eval_loader("train"), self.eval_loader("val")]
-
-    def test_dataloader(self) -> list[DataLoader]:
-        """``[train split (the memory bank), test split]``, unaugmented."""
-        return [self.eval_loader("train"), self.eval_loader("test")]
+        return labelled_loader(self, split, pin_memory=self.pin())

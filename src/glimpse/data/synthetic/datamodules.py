@@ -7,6 +7,9 @@ set once in a real on-disk format and reads it with the real datamodule of that 
   :class:`~glimpse.data.captions.flickr8k.Flickr8kDataModule`.
 * :class:`ShapesDetectionDataModule`: boxes in COCO's format, read by
   :class:`~glimpse.data.detection.coco.CocoDetectionDataModule`.
+* :class:`ShapesPairsDataModule`: one caption per image in a CSV pairs file, read by
+  :class:`~glimpse.data.image_text.datamodule.ImageTextDataModule` through
+  :class:`ShapesPairs`.
 
 A set's folder is named by every parameter of its contents, so changing one writes a new set
 instead of reading a stale one; the writers replace the folder atomically, so a folder under
@@ -17,16 +20,18 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar
 
 from glimpse.data.captions.flickr8k import Flickr8kDataModule
 from glimpse.data.detection.coco import CocoDetectionDataModule
+from glimpse.data.image_text.datamodule import ImageTextDataModule
+from glimpse.data.image_text.sources import PairFiles, PairSource, Reading
 from glimpse.data.images.image_folder import ImageFolderDataModule
-from glimpse.data.synthetic.shapes import write_coco, write_flickr8k, write_imagefolder
+from glimpse.data.synthetic.shapes import write_coco, write_flickr8k, write_imagefolder, write_pairs
 
 log = logging.getLogger(__name__)
 
@@ -216,3 +221,66 @@ class ShapesDetectionDataModule(CocoDetectionDataModule):
     def prepare_data(self) -> None:
         """Write the set unless its folder exists."""
         self.written.write()
+
+
+class ShapesPairs(PairFiles):
+    """Synthetic shapes with one generated caption each: written once by
+    :func:`~glimpse.data.synthetic.shapes.write_pairs` to
+    ``path/shapes_pairs_<image_size>_<seed>_n<num_images>_s<max_shapes>[_kinds]`` (``images/*.jpg``
+    and ``pairs.csv``), then read as a CSV pairs file split by image with ``split_seed``.
+
+    Args:
+        path: where the generated folder goes.
+        reading: the datamodule's settings; the images are written at its ``image_size``.
+        num_images: images over all splits.
+        seed: the generator's seed; the same seed gives the same files.
+        max_shapes: up to this many shapes per image.
+        captions: ``scene`` (colours, sizes, places and the background) or ``kinds`` (the
+            shape kinds only).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        reading: Reading,
+        *,
+        num_images: int = 5000,
+        seed: int = 0,
+        max_shapes: int = 2,
+        captions: str = "scene",
+    ) -> None:
+        name = f"shapes_pairs_{reading.image_size}_{seed}_n{num_images}_s{max_shapes}"
+        root = Path(path) / (name if captions == "scene" else f"{name}_{captions}")
+        super().__init__(root / "pairs.csv", reading, format="csv", image_root=root)
+        options = {"max_shapes": max_shapes, "captions": captions}
+        self.written = WrittenSet(write_pairs, root, num_images, reading.image_size, seed, options)
+
+    def prepare(self) -> None:
+        """Write the set unless its folder exists."""
+        self.written.write()
+
+    def metadata(self) -> dict[str, Any]:
+        return self.written.metadata("num_images")
+
+
+class ShapesPairsDataModule(ImageTextDataModule):
+    """The synthetic shapes pairs (:class:`ShapesPairs`) for CLIP.
+
+    Args:
+        data_dir: where the generated folder goes.
+        source: :class:`ShapesPairs`' options: ``num_images``, ``seed``, ``max_shapes``,
+            ``captions``.
+        **kwargs: any other argument of
+            :class:`~glimpse.data.image_text.datamodule.ImageTextDataModule` (image size, split
+            fractions, tokenizer, zero-shot data, ...).
+    """
+
+    FORMATS: ClassVar[dict[str, Callable[..., PairSource]]] = {"shapes": ShapesPairs}
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike = "data",
+        source: Mapping[str, Any] | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(format="shapes", path=data_dir, source=source, **kwargs)

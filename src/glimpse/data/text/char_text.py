@@ -6,11 +6,11 @@ import logging
 from pathlib import Path
 from typing import Literal
 
-import lightning as L
 from torch import Tensor
 from torch.utils.data import DataLoader
 
 from glimpse.batches import TEXT
+from glimpse.data.base import SPLITS, GlimpseDataModule
 from glimpse.data.download import download_file
 from glimpse.data.spec import DataSpec
 from glimpse.data.text.corpora import (
@@ -25,10 +25,8 @@ from glimpse.data.text.vocab import CharVocab
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 
-
-class CharTextDataModule(L.LightningDataModule):
+class CharTextDataModule(GlimpseDataModule):
     """A character corpus split into contiguous train/val/test spans.
 
     Args:
@@ -64,7 +62,7 @@ class CharTextDataModule(L.LightningDataModule):
         splits: tuple[float, float, float] = (0.9, 0.05, 0.05),
         num_workers: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, num_workers=num_workers)
         if corpus not in ("shakespeare", "text", "pystdlib"):
             raise ValueError(f"Unknown data.corpus={corpus!r}; use shakespeare, text or pystdlib.")
         if corpus == "text" and not path:
@@ -79,14 +77,12 @@ class CharTextDataModule(L.LightningDataModule):
         self.data_dir = Path(data_dir)
         self.path = Path(path) if path else None
         self.url, self.md5 = url, md5
-        self.seq_len, self.batch_size = seq_len, batch_size
+        self.seq_len = seq_len
         self.batching = batching
         self.windows_per_epoch = windows_per_epoch
         self.splits = tuple(splits)
-        self.num_workers = num_workers
         self.vocab: CharVocab | None = None
         self.tokens: dict[str, Tensor] = {}
-        self._spec: DataSpec | None = None
 
     @property
     def corpus_file(self) -> Path | None:
@@ -166,13 +162,7 @@ class CharTextDataModule(L.LightningDataModule):
                     f"seq_len + 1 need {needed}); lower data.seq_len or data.batch_size."
                 )
 
-    @property
-    def spec(self) -> DataSpec:
-        if self._spec is None:
-            raise RuntimeError("Call prepare_data() and setup() before reading the spec.")
-        return self._spec
-
-    def _loader(self, split: str) -> DataLoader | StreamLoader:
+    def split_loader(self, split: str) -> DataLoader | StreamLoader:
         tokens = self.tokens[split]
         if self.batching == "stream":
             rank = self.trainer.global_rank if self.trainer is not None else 0
@@ -203,12 +193,3 @@ class CharTextDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
-
-    def train_dataloader(self) -> DataLoader | StreamLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader | StreamLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader | StreamLoader:
-        return self._loader("test")
