@@ -65,8 +65,6 @@ def tiny_clip_overrides(tmp_path: Path) -> list[str]:
         f"+model.net.text_heads={TINY_NET['text_heads']}",
         f"+model.net.vision={{{vision}}}",
         "model.scheduler.warmup_steps=2",
-        f"paths.log_dir={tmp_path / 'logs'}",
-        f"paths.data_dir={tmp_path / 'data'}",
         "logger=csv",
         "callbacks.progress_bar=null",
         "callbacks.model_summary=null",

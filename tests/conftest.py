@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
+import shutil
 import subprocess
 import sys
 import threading
@@ -26,10 +28,48 @@ REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 SHARED_DATA = REPO.parent / "shared" / "data"
 
+#: What a user's checkout holds at its root and runs from there; e2e tests copy these.
+ROOT_FILES = ("conf", "train.py", "eval.py")
+
 register_resolvers()
 # The test models are tiny: one intra-op thread is as fast, and it avoids OpenMP's spin-waits
 # slowing everything down many times over when another process shares the two cores.
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _run_in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs with its ``tmp_path`` as the working directory, as a user runs train.py
+    from a checkout: the runs' ``data/`` and ``logs/`` land there (``paths.root_dir`` is the
+    working directory), and no test needs to override ``paths.*``."""
+    monkeypatch.chdir(tmp_path)
+
+
+@contextlib.contextmanager
+def working_directory(path: Path):
+    """Run the block in ``path`` (for module-scoped fixtures, which start before the
+    per-test working directory is set)."""
+    previous = Path.cwd()
+    os.chdir(path)
+    try:
+        yield path
+    finally:
+        os.chdir(previous)
+
+
+def copy_repository_root(target: Path) -> Path:
+    """``target`` holding a copy of the repository root's conf/, train.py and eval.py (copied
+    once), the folder a user's checkout is: e2e tests run the scripts from there."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ROOT_FILES:
+        source, copy = REPO / name, target / name
+        if copy.exists():
+            continue
+        if source.is_dir():
+            shutil.copytree(source, copy)
+        else:
+            shutil.copy2(source, copy)
+    return target
 
 
 def make_corpus(path: Path, num_lines: int = 400, seed: int = 0) -> Path:
@@ -56,8 +96,6 @@ def tiny_overrides(corpus: Path, tmp_path: Path) -> list[str]:
         f"data.path={corpus}",
         "data.seq_len=16",
         "data.batch_size=4",
-        f"paths.log_dir={tmp_path / 'logs'}",
-        f"paths.data_dir={tmp_path / 'data'}",
         "logger=csv",
         "callbacks.progress_bar=null",
         "callbacks.model_summary=null",
@@ -76,8 +114,6 @@ def tiny_image_overrides(tmp_path: Path, data: str = "shapes") -> list[str]:
         *sized,
         "data.batch_size=8",
         "data.num_workers=0",
-        f"paths.log_dir={tmp_path / 'logs'}",
-        f"paths.data_dir={tmp_path / 'data'}",
         "logger=csv",
         "callbacks.progress_bar=null",
         "callbacks.model_summary=null",
@@ -101,8 +137,6 @@ def tiny_caption_overrides(tmp_path: Path, model: str = "show_attend_tell") -> l
         "model.pretrained=null",
         "model.fine_tune_encoder_from_epoch=0",
         *decoder,
-        f"paths.log_dir={tmp_path / 'logs'}",
-        f"paths.data_dir={tmp_path / 'data'}",
         "logger=csv",
         "callbacks.progress_bar=null",
         "callbacks.model_summary=null",
@@ -152,8 +186,10 @@ def compose_config(name: str, overrides: list[str], output_dir: Path) -> DictCon
 
 
 def run_script(script: str, *overrides: str, cwd: Path, env: dict | None = None, timeout=600):
-    """Run ``train.py``/``eval.py`` in a subprocess with no standard input; returns the
-    CompletedProcess (stdout and stderr captured as text)."""
+    """Run ``python train.py`` (or ``eval.py``) with ``overrides`` from ``cwd``, which is made a
+    copy of the repository root first, as a user runs it from a checkout: a subprocess with no
+    standard input. Returns the CompletedProcess (stdout and stderr captured as text)."""
+    copy_repository_root(cwd)
     full_env = {
         **os.environ,
         "PYTHONUNBUFFERED": "1",
@@ -162,7 +198,7 @@ def run_script(script: str, *overrides: str, cwd: Path, env: dict | None = None,
         **(env or {}),
     }
     return subprocess.run(
-        [sys.executable, str(REPO / script), *overrides],
+        [sys.executable, script, *overrides],
         cwd=cwd,
         env=full_env,
         stdin=subprocess.DEVNULL,

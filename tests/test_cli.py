@@ -46,7 +46,6 @@ def test_eval_samples_from_a_checkpoint_with_the_corpus_deleted(corpus, tmp_path
         "prompt=the cat",
         "num_chars=40",
         "temperature=0.8",
-        f"paths.log_dir={tmp_path / 'logs'}",
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -62,7 +61,6 @@ def test_eval_reports_test_metrics_when_the_corpus_is_there(corpus, tmp_path):
         f"ckpt_path={checkpoint}",
         "num_chars=10",
         "trainer.accelerator=cpu",
-        f"paths.log_dir={tmp_path / 'logs'}",
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -82,7 +80,6 @@ def test_eval_classifies_image_files_with_a_classifier_checkpoint(tmp_path):
         f"ckpt_path={checkpoint}",
         f"image=[{star},{star}]",
         "num_classes_shown=3",
-        f"paths.log_dir={tmp_path / 'logs'}",
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -95,7 +92,6 @@ def test_eval_classifies_image_files_with_a_classifier_checkpoint(tmp_path):
         "eval.py",
         f"ckpt_path={checkpoint}",
         f"image={tmp_path / 'nowhere.jpg'}",
-        f"paths.log_dir={tmp_path / 'logs'}",
         cwd=tmp_path,
     )
     assert missing.returncode == 1
@@ -248,9 +244,7 @@ def test_bad_input_fails_before_training_with_one_sentence(corpus, tmp_path, ove
 def test_a_model_and_data_that_do_not_fit_fail_naming_the_data_that_do(
     tmp_path, model, data, fitting
 ):
-    result = run_script(
-        "train.py", f"model={model}", f"data={data}", f"paths.log_dir={tmp_path}", cwd=tmp_path
-    )
+    result = run_script("train.py", f"model={model}", f"data={data}", cwd=tmp_path)
     assert result.returncode == 1
     message = " ".join(result.stderr.split())  # the console wraps long lines
     assert f"model={model}" in message and f"data={data}" in message and fitting in message

@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 from _helpers_clip import tiny_clip_overrides
-from conftest import compose_eval, compose_train, randomize_parameters, run_script, short_run
+from conftest import (
+    compose_eval,
+    compose_train,
+    randomize_parameters,
+    run_script,
+    short_run,
+    working_directory,
+)
 from hydra.utils import instantiate
 
 from glimpse.data.images.decode import open_rgb
@@ -26,16 +33,9 @@ def checkpoint(tmp_path_factory) -> Path:
     """A CLIP trained for 2 steps on shapes pairs, its zero-shot set the shapes classes, then
     given random weights large enough that images get different predictions."""
     tmp_path = tmp_path_factory.mktemp("clip")
-    cfg = compose_train(
-        [
-            *tiny_clip_overrides(tmp_path),
-            *short_run(2),
-            "test=false",
-            "trainer.log_every_n_steps=1",
-        ],
-        tmp_path,
-    )
-    train(cfg)
+    with working_directory(tmp_path):
+        overrides = [*tiny_clip_overrides(tmp_path), *short_run(2), "test=false"]
+        train(compose_train([*overrides, "trainer.log_every_n_steps=1"], tmp_path))
     path = tmp_path / "checkpoints" / "last.ckpt"
     task, _ = load_task(path)
     randomize_parameters(task.net, seed=1, std=0.3)
@@ -83,7 +83,6 @@ def test_eval_py_classifies_a_generated_image_folder_zero_shot(checkpoint, image
         "data=imagefolder",
         f"data.root={image_folder}",
         "data.num_workers=0",
-        f"paths.log_dir={tmp_path / 'logs'}",
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -92,7 +92,6 @@ def test_the_image_sweep_trains_vit_swin_and_pvt_on_imagenette(tmp_path):
         "data.batch_size=2",
         "data.num_workers=0",
         "debug=fdr",
-        f"paths.log_dir={tmp_path / 'logs'}",
         "logger=csv",
         cwd=tmp_path,
     )
@@ -116,8 +115,6 @@ def test_shapes_vit_cpu_recipe_trains_when_shrunk(tmp_path):
         "data.num_per_class=5",
         "data.batch_size=8",
         "debug=fdr",
-        f"paths.log_dir={tmp_path / 'logs'}",
-        f"paths.data_dir={tmp_path / 'data'}",
         "logger=csv",
         cwd=tmp_path,
     )
@@ -135,8 +132,6 @@ def test_shapes_captions_cpu_recipe_trains_show_attend_tell_when_shrunk(tmp_path
         "data.num_images=24",
         "data.batch_size=8",
         "debug=fdr",
-        f"paths.log_dir={tmp_path / 'logs'}",
-        f"paths.data_dir={tmp_path / 'data'}",
         "logger=csv",
     ]
     cfg = compose_train(overrides, tmp_path / "run")
@@ -194,8 +189,6 @@ def test_shapes_detr_cpu_recipe_trains_when_shrunk(tmp_path):
         "data.batch_size=4",
         "data.image_size=64",
         "debug=fdr",
-        f"paths.log_dir={tmp_path / 'logs'}",
-        f"paths.data_dir={tmp_path / 'data'}",
         "logger=csv",
     ]
     assert 0.0 <= train(compose_train(overrides, tmp_path / "run")) <= 1.0

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 from _helpers_ssl import metric_rows, shrunk_shapes_experiment
-from conftest import compose_eval, compose_train, run_script
+from conftest import compose_eval, compose_train, run_script, working_directory
 
 from glimpse.evaluation.features import SplitFeatures, labelled_features
 from glimpse.evaluation.linear_probe import topk_accuracy, train_linear_probe
@@ -22,8 +22,11 @@ CHANCE = 1 / 7  # seven shapes
 def _short_run(tmp_path_factory, experiment: str) -> tuple[Path, float]:
     tmp_path = tmp_path_factory.mktemp(experiment)
     run_dir = tmp_path / "run"
-    cfg = compose_train([*shrunk_shapes_experiment(tmp_path, experiment), "test=false"], run_dir)
-    return run_dir, train(cfg)
+    with working_directory(tmp_path):
+        cfg = compose_train(
+            [*shrunk_shapes_experiment(tmp_path, experiment), "test=false"], run_dir
+        )
+        return run_dir, train(cfg)
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +89,6 @@ def test_eval_py_linear_trains_a_probe_on_a_labelled_data_config(dino_run):
         "data.num_per_class=150",
         "data.num_workers=0",
         "linear.epochs=5",
-        f"paths.data_dir={data_dir}",
-        f"paths.log_dir={run_dir.parent / 'logs'}",
         cwd=run_dir.parent,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -103,7 +104,6 @@ def test_eval_py_image_draws_a_dino_checkpoints_attention_maps(dino_run, tmp_pat
         "eval.py",
         f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
         f"image={image}",
-        f"paths.log_dir={tmp_path / 'logs'}",
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -55,9 +55,22 @@ def _eval(cfg: DictConfig) -> None:
         _exit_on_user_error(error)
 
 
+def _check_command_line() -> None:
+    """Fail in one sentence on a misspelt config choice or Trainer argument (before Hydra)."""
+    from glimpse.errors import GlimpseError
+    from glimpse.overrides import check_overrides
+
+    try:
+        check_overrides(sys.argv[1:], Path(CONFIG_DIR))
+    except GlimpseError as error:
+        _exit_on_user_error(error)
+
+
 def train_main() -> None:
+    _check_command_line()
     _train()
 
 
 def eval_main() -> None:
+    _check_command_line()
     _eval()

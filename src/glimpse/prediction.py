@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
@@ -78,3 +79,23 @@ class Prediction:
 #: The options of eval.py that inference may read (num_classes_shown, num_chars, temperature,
 #: top_k, beam_size, length_penalty, ...): the eval config itself, read with ``.get``.
 PredictionOptions = Mapping[str, Any]
+
+
+def ranked_classes(
+    images: tuple[DecodedImage, ...], rankings: list[list[tuple[str, float]]]
+) -> list[Prediction]:
+    """One prediction per image from its ``[(class name, probability), ...]``, most probable
+    first: the path, then a line ``  93.10%  tench`` per class."""
+    return [
+        Prediction(
+            source=image.path,
+            lines=[image.path, *(f"  {p:7.2%}  {name}" for name, p in ranked)],
+            value=ranked,
+        )
+        for image, ranked in zip(images, rankings, strict=True)
+    ]
+
+
+def stacked_pixels(images: tuple[DecodedImage, ...]) -> Tensor:
+    """The decoded images as one batch ``(B, 3, H, W)`` (all of one size after the crop)."""
+    return torch.stack([image.pixels for image in images])

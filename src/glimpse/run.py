@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
@@ -18,16 +16,12 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from glimpse.callbacks.caption_figures import attention_figure
-from glimpse.callbacks.detection_figures import detection_figure
-from glimpse.callbacks.figures import save_figure
-from glimpse.callbacks.ssl_figures import attention_map_files
-from glimpse.data.detection.transforms import eval_transform as detection_eval_transform
 from glimpse.data.download import DownloadError
-from glimpse.data.images.decode import open_rgb
-from glimpse.data.images.transforms import eval_transform
+from glimpse.data.prediction_inputs import decode_image_files
 from glimpse.data.text.corpora import CorpusError
 from glimpse.evaluation import run_evaluation
+from glimpse.plotting import save_figure
+from glimpse.prediction import Prediction, PredictionInputs
 from glimpse.run_folder import write_result
 from glimpse.tasks.checkpoints import load_task
 from glimpse.tasks.compatibility import IncompatibleConfigError, check_compatible
@@ -98,7 +92,7 @@ def _announce(cfg: DictConfig, output_dir: Path) -> None:
     print_config_tree(cfg)
     output_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, output_dir / "config_resolved.yaml", resolve=True)
-    console.print(f"Run directory: {output_dir}")
+    console.print(f"Run directory: {output_dir}", soft_wrap=True)
 
 
 @rank_zero_only
@@ -159,142 +153,78 @@ def train(cfg: DictConfig) -> float | None:
     return value
 
 
-def classify_images(
-    task: Any, paths: list[str], crop_ratio: float, k: int
-) -> list[tuple[str, list[tuple[str, float]]]]:
-    """Print and return the top-``k`` classes of each image file, decoded and resized and
-    centre-cropped as the checkpoint's evaluation data was (the spec's size and normalisation)."""
-    _check_image_files(paths)
-    spec = task.spec
-    transform = eval_transform(spec.image_size, crop_ratio, spec.mean, spec.std)
-    images = torch.stack([transform(open_rgb(path)) for path in paths])
-    predictions = list(zip(paths, task.classify(images, k), strict=True))
-    for path, ranked in predictions:
-        print(path, flush=True)
-        for name, probability in ranked:
-            print(f"  {probability:7.2%}  {name}", flush=True)
-    return predictions
-
-
-def caption_images(
-    task: Any, paths: list[str], crop_ratio: float, figure_dir: Path
-) -> list[tuple[str, str]]:
-    """Print and return a caption of each image file (decoded, resized and centre-cropped as the
-    checkpoint's evaluation data was) and, for attention models, save the figure of the
-    attention over the image for every word as ``figure_dir/<file stem>_attention.png``."""
-
-    _check_image_files(paths)
-    spec = task.spec
-    transform = eval_transform(spec.image_size, crop_ratio, spec.mean, spec.std)
-    plain_view = eval_transform(spec.image_size, crop_ratio, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
-    images = torch.stack([transform(open_rgb(path)) for path in paths])
-    results = []
-    for path, generated in zip(paths, task.caption(images), strict=True):
-        text = " ".join(generated.words)
-        print(f"{path}: {text}", flush=True)
-        results.append((path, text))
-        if generated.attention is not None:
-            pixels = plain_view(open_rgb(path)).permute(1, 2, 0).numpy()
-            figure = attention_figure(pixels, generated.words, generated.attention)
-            target = figure_dir / f"{Path(path).stem}_attention.png"
-            save_figure(figure, target)
-            print(f"  attention figure: {target}", flush=True)
-    return results
-
-
-def detect_images(task: Any, paths: list[str], figure_dir: Path) -> list[tuple[str, list]]:
-    """Print and return each image file's detections (resized as the checkpoint's evaluation
-    data was, boxes in the file's own pixels) and save a picture of them as
-    ``figure_dir/<file stem>_detections.png``."""
-
-    _check_image_files(paths)
-    spec = task.spec
-    transform = detection_eval_transform(
-        spec.metadata["eval_scale"], spec.metadata["max_size"], spec.mean, spec.std
-    )
-    results = []
-    for path in paths:
-        image = open_rgb(path)
-        pixels = transform(image)
-        mask = torch.zeros(1, *pixels.shape[1:], dtype=torch.bool)
-        size = torch.tensor([[image.height, image.width]])
-        found = task.detect(pixels[None], mask, size)[0]
-        print(f"{path}: {len(found['names'])} detections", flush=True)
-        listed = []
-        for name, score, box in zip(found["names"], found["scores"], found["boxes"], strict=True):
-            corners = [round(v, 1) for v in box.tolist()]
-            print(f"  {score:6.1%}  {name}  {corners}", flush=True)
-            listed.append((name, float(score), corners))
-        picture = np.asarray(image, dtype=np.float32) / 255.0
-        figure = detection_figure(picture, found["boxes"], found["names"], found["scores"], path)
-        target = save_figure(figure, figure_dir / f"{Path(path).stem}_detections.png")
-        print(f"  figure: {target}", flush=True)
-        results.append((path, listed))
-    return results
-
-
-def _check_image_files(paths: list[str]) -> None:
-    for path in paths:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"Image {path} does not exist; pass image=/path/to/photo.jpg.")
-
-
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Test a checkpoint on its data's test split and, for generative tasks, sample from it;
-    for classifiers and captioners given ``image=`` (one path or a list), classify or caption
-    those files instead; with ``eval=NAME`` run that evaluation (:mod:`glimpse.evaluation`:
-    linear probe, kNN, zero-shot, retrieval) instead of the test split.
+    """Evaluate a checkpoint, from the checkpoint alone.
 
-    Without ``data=`` on the command line the data config stored in the checkpoint is used.
-    When that data is not on disk (and cannot be downloaded) the evaluation is skipped with a
-    message saying why, and sampling still runs: the checkpoint holds the vocabulary.
+    * With an input (``image=`` one path or a list, ``text=``, ``prompt=``): the task's
+      predictions for it (:meth:`~glimpse.tasks.base.GlimpseTask.predict_from`), printed on
+      stdout, their figures saved in the eval run's ``figures/``.
+    * With ``eval=NAME``: that evaluation (:mod:`glimpse.evaluation`: linear probe, kNN,
+      zero-shot, retrieval).
+    * Otherwise the test split of the data (the checkpoint's own data config unless ``data=``
+      is given), then, for tasks that predict without inputs (a language model's sample), their
+      prediction. When the data is not on disk (and cannot be downloaded) the test is skipped
+      with a message saying why: the checkpoint holds the vocabulary and class names.
     """
     L.seed_everything(cfg.seed, workers=True)
     task, meta = load_task(cfg.ckpt_path)
     console.print(f"Loaded {meta['task']} from {cfg.ckpt_path} (code {meta['code_version']})")
-    results: dict[str, Any] = {}
-    if hasattr(task, "set_decoding"):
-        task.set_decoding(cfg.get("beam_size"), cfg.get("length_penalty"))
-
+    task.apply_eval_options(cfg)
     data_cfg = cfg.get("data") or OmegaConf.create((meta.get("config") or {}).get("data"))
-    if cfg.get("image"):
-        image = cfg.image
-        paths = [str(image)] if isinstance(image, str) else [str(p) for p in image]
-        crop_ratio = float((data_cfg or {}).get("crop_ratio", 0.875))
-        figure_dir = Path(cfg.paths.output_dir) / "figures"
-        if hasattr(task, "caption"):
-            results["captions"] = caption_images(task, paths, crop_ratio, figure_dir)
-        elif hasattr(task, "detect"):
-            results["detections"] = detect_images(task, paths, figure_dir)
-        elif hasattr(task, "feature_network"):
-            results["attention_maps"] = attention_map_files(task, paths, crop_ratio, figure_dir)
-        elif hasattr(task, "classify"):
-            results["predictions"] = classify_images(task, paths, crop_ratio, cfg.num_classes_shown)
-        else:
-            raise ValueError(f"{meta['task']} does not work on image files; drop image=.")
-        return results
+    inputs = _prediction_inputs(cfg, task, data_cfg)
+    if inputs.given:
+        return {"predictions": _show_predictions(task.predict_from(inputs, cfg), cfg)}
     if cfg.get("eval"):
         results = run_evaluation(cfg.eval, task, data_cfg, cfg)
         print_metrics(results, title=f"eval={cfg.eval} of {cfg.ckpt_path}")
         return results
+    results: dict[str, Any] = {}
     if cfg.get("metrics", True) and data_cfg:
-        datamodule = instantiate(data_cfg)
-        try:
-            datamodule.prepare_data()
-            datamodule.setup("test")
-        except (CorpusError, DownloadError) as error:
-            console.print(f"[yellow]Test split not evaluated:[/yellow] {error}")
-        else:
-            trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
-            trainer.test(task, datamodule=datamodule)
-            results = {k: float(v) for k, v in trainer.callback_metrics.items()}
-            print_metrics(results, title=f"test metrics of {cfg.ckpt_path}")
+        results = _test_split(task, data_cfg, cfg)
+    if task.PREDICTS_AFTER_TEST:
+        results["predictions"] = _show_predictions(task.predict_from(inputs, cfg), cfg)
+    return results
 
-    if hasattr(task, "generate") and cfg.get("num_chars", 0) > 0:
-        prompt = cfg.get("prompt") or "\n"
-        text = task.generate(
-            prompt, cfg.num_chars, cfg.temperature, cfg.get("top_k"), seed=cfg.seed
-        )
-        results["sample"] = prompt + text
-        print(prompt + text, flush=True)
+
+def _prediction_inputs(cfg: DictConfig, task: Any, data_cfg: DictConfig | None) -> PredictionInputs:
+    """eval.py's ``image=``, ``text=`` and ``prompt=``, images decoded as the checkpoint's
+    evaluation data was."""
+    images: tuple = ()
+    if cfg.get("image"):
+        paths = [str(cfg.image)] if isinstance(cfg.image, str) else [str(p) for p in cfg.image]
+        crop_ratio = float((data_cfg or {}).get("crop_ratio", 0.875))
+        images = decode_image_files(paths, task.spec, crop_ratio)
+    texts: tuple = ()
+    if cfg.get("text"):
+        texts = (str(cfg.text),) if isinstance(cfg.text, str) else tuple(map(str, cfg.text))
+    return PredictionInputs(images=images, texts=texts, prompt=cfg.get("prompt"))
+
+
+def _show_predictions(predictions: list[Prediction], cfg: DictConfig) -> list[Prediction]:
+    """Print each prediction's lines on stdout and save its figures in ``figures/``."""
+    figure_dir = Path(cfg.paths.output_dir) / "figures"
+    for prediction in predictions:
+        for line in prediction.lines:
+            print(line, flush=True)
+        stem = Path(prediction.source).stem if prediction.figures else ""
+        for name, figure in prediction.figures.items():
+            target = save_figure(figure, figure_dir / f"{stem}_{name}.png")
+            print(f"  figure: {target}", flush=True)
+    return predictions
+
+
+def _test_split(task: Any, data_cfg: DictConfig, cfg: DictConfig) -> dict[str, float]:
+    """The test metrics of ``task`` on ``data_cfg``'s test split; empty, with a message, when
+    that data is not on disk and cannot be had."""
+    datamodule = instantiate(data_cfg)
+    try:
+        datamodule.prepare_data()
+        datamodule.setup("test")
+    except (CorpusError, DownloadError) as error:
+        console.print(f"[yellow]Test split not evaluated:[/yellow] {error}")
+        return {}
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
+    trainer.test(task, datamodule=datamodule)
+    results = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    print_metrics(results, title=f"test metrics of {cfg.ckpt_path}")
     return results

@@ -13,11 +13,8 @@ from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
 from glimpse.batches import CaptionedImages
-from glimpse.callbacks.caption_figures import (
-    CaptionFigures,
-    attention_figure,
-    caption_grid_figure,
-)
+from glimpse.callbacks.caption_figures import CaptionFigures
+from glimpse.plotting.captions import attention_figure, caption_grid_figure
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 GRID = (2, 2)

@@ -14,14 +14,13 @@ from lightning.pytorch.loggers import WandbLogger
 from PIL import Image
 
 from glimpse.batches import LabelledImages
-from glimpse.callbacks.ssl_figures import (
-    AttentionMapFigures,
-    attention_map_figure,
-    attention_map_files,
-    class_token_attention,
-    has_attention_maps,
-)
+from glimpse.callbacks.ssl_figures import AttentionMapFigures
+from glimpse.data.prediction_inputs import decode_image_files
+from glimpse.errors import ConfigError
+from glimpse.models.attention_maps import class_token_attention, has_attention_maps
 from glimpse.models.vit import vit_test
+from glimpse.plotting.attention_maps import attention_map_figure
+from glimpse.prediction import PredictionInputs
 
 
 def test_maps_are_the_class_tokens_softmax_row_of_the_last_block():
@@ -103,8 +102,11 @@ def test_the_callback_draws_the_teachers_maps_of_the_first_val_split_images(tmp_
 def test_image_files_get_a_picture_each_and_other_backbones_an_error(tmp_path: Path):
     path = tmp_path / "photo.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), np.uint8)).save(path)
-    [(image, figure)] = attention_map_files(dino_task(), [str(path)], 1.0, tmp_path / "figures")
-    assert image == str(path) and Path(figure).name == "photo_attention_maps.png"
-    assert Path(figure).is_file()
-    with pytest.raises(ValueError, match="need a ViT backbone"):
-        attention_map_files(byol_task(), [str(path)], 1.0, tmp_path)
+    task = dino_task()
+    inputs = PredictionInputs(images=decode_image_files([str(path)], task.spec, 1.0))
+    [prediction] = task.predict_from(inputs, {})
+    assert prediction.source == str(path) and list(prediction.figures) == ["attention_maps"]
+    heads = task.feature_network["backbone"].blocks[-1].attn.num_heads
+    assert prediction.lines == [f"{path}: attention maps of {heads} heads"]
+    with pytest.raises(ConfigError, match="need a ViT backbone"):
+        byol_task().predict_from(inputs, {})

@@ -285,8 +285,7 @@ def test_eval_captions_an_image_from_the_checkpoint_alone_and_reports_test_bleu(
     (source,) = (tmp_path / "data").glob("shapes_captions_*/Flicker8k_Dataset/000001.jpg")
     image.write_bytes(source.read_bytes())
 
-    logs = f"paths.log_dir={tmp_path / 'logs'}"
-    tested = run_script("eval.py", f"ckpt_path={checkpoint}", logs, cwd=tmp_path)
+    tested = run_script("eval.py", f"ckpt_path={checkpoint}", cwd=tmp_path)
     assert tested.returncode == 0, tested.stderr[-3000:]
     assert "test/bleu4" in tested.stdout and "test/cider" in tested.stdout
 
@@ -294,7 +293,7 @@ def test_eval_captions_an_image_from_the_checkpoint_alone_and_reports_test_bleu(
         for path in sorted(folder.rglob("*"), reverse=True):
             path.unlink() if path.is_file() else path.rmdir()
     captioned = run_script(
-        "eval.py", f"ckpt_path={checkpoint}", f"image={image}", "beam_size=2", logs, cwd=tmp_path
+        "eval.py", f"ckpt_path={checkpoint}", f"image={image}", "beam_size=2", cwd=tmp_path
     )
     assert captioned.returncode == 0, captioned.stderr[-3000:]
     assert f"{image}: " in captioned.stdout

@@ -38,8 +38,6 @@ def tiny_detection_overrides(tmp_path) -> list[str]:
         "model.net._target_=glimpse.models.detr.detr_small",
         "model.net.num_queries=6",
         "model.pretrained=null",
-        f"paths.log_dir={tmp_path / 'logs'}",
-        f"paths.data_dir={tmp_path / 'data'}",
         "logger=csv",
         "callbacks.progress_bar=null",
         "callbacks.model_summary=null",
@@ -215,11 +213,10 @@ def test_eval_draws_detections_on_an_image_and_reports_test_map(tmp_path):
     figures = list((tmp_path / "logs").glob("train/runs/*/figures/detections_step*.png"))
     assert figures
     street = sorted((tmp_path / "data").glob("shapes_coco_*/images/val/*.jpg"))[0]
-    logs = f"paths.log_dir={tmp_path / 'logs'}"
-    tested = run_script("eval.py", f"ckpt_path={checkpoint}", logs, cwd=tmp_path)
+    tested = run_script("eval.py", f"ckpt_path={checkpoint}", cwd=tmp_path)
     assert tested.returncode == 0, tested.stderr[-3000:]
     assert "test/map" in tested.stdout and "test/map_50" in tested.stdout
-    drawn = run_script("eval.py", f"ckpt_path={checkpoint}", f"image={street}", logs, cwd=tmp_path)
+    drawn = run_script("eval.py", f"ckpt_path={checkpoint}", f"image={street}", cwd=tmp_path)
     assert drawn.returncode == 0, drawn.stderr[-3000:]
     assert f"{street}: " in drawn.stdout and "detections" in drawn.stdout
     assert list(tmp_path.glob(f"logs/eval/runs/*/figures/{street.stem}_detections.png"))

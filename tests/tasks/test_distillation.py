@@ -206,13 +206,40 @@ def test_class_indices_select_the_teachers_columns():
 def test_imagenet_teacher_on_other_classes_is_refused_naming_the_indices():
     """Read from the weights' metadata: refused before anything is downloaded."""
     pretrained = {"kind": "torchvision", "name": "resnet18", "weights": "DEFAULT"}
-    with pytest.raises(ValueError, match=r"predicts 1000 classes but the data has 5; set"):
+    expected = r"predicts 1000 classes but the data has 5 whose folders are not ImageNet wnids"
+    with pytest.raises(ValueError, match=expected):
         _task(teacher=pretrained).setup("fit")
     with pytest.raises(ValueError, match=r"weights='V9' is not a weight of torchvision's resnet18"):
         _task(teacher={**pretrained, "weights": "V9"}).setup("fit")
     names = ("tench", "English springer", "cassette player", "chain saw", "church")
-    with pytest.raises(ValueError, match=r"\(by name: \[0,217,482,491,497\]\)\.$"):
+    with pytest.raises(ValueError, match=r"\(by name: \[0,217,482,491,497\]\), or use a glimpse"):
         _task(teacher=pretrained, spec=_spec(names)).setup("fit")
+    with pytest.raises(
+        ValueError, match=r"model.teacher.kind=checkpoint .*model.distillation=none"
+    ):
+        _task(teacher=pretrained).setup("fit")
+
+
+def test_an_imagenet_teacher_on_wnid_class_folders_takes_their_imagenet_indices(monkeypatch):
+    """Imagenette's wnid folders are ImageNet-1k classes 0, 217, 482, ...: no class_indices."""
+    import torchvision
+
+    fetched = []
+
+    def cached_weights(weights, without):
+        fetched.append(str(weights))
+        return torchvision.models.resnet18().state_dict()
+
+    monkeypatch.setattr("glimpse.tasks.distillation.torchvision_weights_state", cached_weights)
+    wnids = ["n01440764", "n02102040", "n02979186", "n03000684", "n03028079"]
+    spec = DataSpec.from_dict(_spec(wnids))
+    spec = DataSpec.from_dict({**spec.to_dict(), "metadata": {"class_folders": wnids}})
+    pretrained = {"kind": "torchvision", "name": "resnet18", "weights": "DEFAULT"}
+    task = _task(teacher=pretrained, spec=spec.to_dict())
+    task.setup("fit")
+    assert fetched == ["ResNet18_Weights.IMAGENET1K_V1"]
+    assert task.teacher.class_indices.tolist() == [0, 217, 482, 491, 497]
+    assert task.teacher_logits(random_images(32, 32)).shape == (2, 5)
 
 
 @pytest.mark.parametrize(

@@ -13,67 +13,13 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from matplotlib import patches
 from matplotlib import pyplot as plt
-from matplotlib.figure import Figure
 from torch import Tensor
 
-from glimpse.callbacks.classification_figures import unnormalise
 from glimpse.callbacks.figures import FigureCallback, wandb_loggers
 from glimpse.models.box_ops import cxcywh_to_xyxy
-
-
-def draw_detections(
-    axes: Any,
-    pixels: np.ndarray,
-    boxes: Tensor,
-    names: Sequence[str],
-    scores: Tensor,
-    truth: Tensor | None = None,
-    truth_names: Sequence[str] = (),
-) -> None:
-    """Draw ``pixels (H, W, 3)`` in [0, 1] on ``axes`` with predicted ``boxes (n, 4)`` (absolute
-    xyxy) labelled by class name and score, and ground-truth ``truth (m, 4)`` dashed."""
-    axes.imshow(pixels)
-    axes.set_axis_off()
-    colours = plt.get_cmap("tab10")
-    for index, ((x0, y0, x1, y1), name, score) in enumerate(
-        zip(boxes.tolist(), names, scores.tolist(), strict=True)
-    ):
-        colour = colours(index % 10)
-        axes.add_patch(
-            patches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, lw=1.5)
-        )
-        axes.text(
-            x0,
-            y0,
-            f"{name} {score:.2f}",
-            fontsize=7,
-            color="white",
-            va="bottom",
-            bbox={"facecolor": colour, "alpha": 0.8, "pad": 1, "edgecolor": "none"},
-        )
-    if truth is not None:
-        for (x0, y0, x1, y1), name in zip(truth.tolist(), truth_names, strict=True):
-            axes.add_patch(
-                patches.Rectangle(
-                    (x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="white", lw=1.0, ls="--"
-                )
-            )
-            axes.text(x0, y1, name, fontsize=6, color="white", va="top")
-
-
-def detection_figure(
-    pixels: np.ndarray, boxes: Tensor, names: Sequence[str], scores: Tensor, title: str = ""
-) -> Figure:
-    """One image ``(H, W, 3)`` in [0, 1] with its detections (absolute xyxy ``boxes (n, 4)``)."""
-    height, width = pixels.shape[:2]
-    scale = 8.0 / max(height, width)
-    figure, axes = plt.subplots(figsize=(width * scale, height * scale), layout="constrained")
-    draw_detections(axes, pixels, boxes, names, scores)
-    if title:
-        axes.set_title(title, fontsize=9)
-    return figure
+from glimpse.plotting import unnormalise
+from glimpse.plotting.detection import draw_detections
 
 
 class DetectionFigures(FigureCallback):
@@ -111,7 +57,7 @@ class DetectionFigures(FigureCallback):
         dataloader_idx: int = 0,
     ) -> None:
         """During the first validation pass, keep the first ``num_images`` images."""
-        if trainer.sanity_checking or self.validations > 0 or dataloader_idx != 0:
+        if not self.collects_from(trainer, dataloader_idx):
             return
         for position in range(min(self.num_images - len(self.images), len(batch.targets))):
             height, width = batch.sizes[position].tolist()

@@ -11,16 +11,9 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.loggers import WandbLogger
-from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
-
-def save_figure(figure: Figure, path: Path) -> Path:
-    """Write ``figure`` as a PNG at ``path`` (creating its folder) and close it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+from glimpse.plotting import save_figure
 
 
 def wandb_loggers(trainer: L.Trainer) -> list[WandbLogger]:
@@ -47,6 +40,17 @@ class FigureCallback(L.Callback):
         self.num_images = num_images
         self.every_n_validations = every_n_validations
         self.validations = 0
+
+    def collects_from(self, trainer: L.Trainer, dataloader_idx: int, source: int = 0) -> bool:
+        """Whether a validation batch is one to keep images from: during the first validation
+        pass (not the sanity check), on rank zero, from dataloader ``source`` (the first, or a
+        task's query loader), so the same images are drawn every time."""
+        return (
+            not trainer.sanity_checking
+            and self.validations == 0
+            and dataloader_idx == source
+            and trainer.is_global_zero
+        )
 
     def count_validation(self, trainer: L.Trainer) -> bool:
         """Count a finished validation pass (not the sanity check); True when this one is to be

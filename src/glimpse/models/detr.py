@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torchvision.models import get_model, get_model_weights
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from glimpse.hub import torchvision_weights_state
 from glimpse.models.resnet import load_trunk_state
 
 TRUNK = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
@@ -117,8 +118,7 @@ class Backbone(nn.Module):
 def imagenet_state(arch: str) -> dict[str, Tensor]:
     """torchvision's ``IMAGENET1K_V1`` weights of ``arch`` (the ones DETR started from),
     downloaded, or read from ``$TORCH_HOME/hub/checkpoints``, through torchvision."""
-    weights = get_model_weights(arch)["IMAGENET1K_V1"]
-    return weights.get_state_dict(progress=True, check_hash=True)
+    return torchvision_weights_state(get_model_weights(arch)["IMAGENET1K_V1"])
 
 
 class PositionEmbeddingSine(nn.Module):

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torchvision.models import get_model_weights
 
 from glimpse.errors import CheckpointError, ConfigError
+from glimpse.hub import torchvision_weights_state
 from glimpse.models.convert.torchvision_swin import swin_state_from_torchvision
 from glimpse.models.convert.torchvision_vit import vit_state_from_torchvision
 from glimpse.models.layers import resize_position_embedding
@@ -70,7 +71,7 @@ def torchvision_state_dict(name: str) -> dict[str, Tensor]:
     the cache) through torchvision."""
     weights = get_model_weights(name).DEFAULT
     log.info("Loading torchvision's %s weights %s", name, weights)
-    return weights.get_state_dict(progress=True, check_hash=True)
+    return torchvision_weights_state(weights)
 
 
 def fit_state_dict(net: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -161,6 +161,10 @@ class GlimpseTask(L.LightningModule):
         """One :class:`Prediction` per input; tasks with :attr:`PREDICTS_FROM` override this."""
         return []
 
+    def apply_eval_options(self, options: PredictionOptions) -> None:
+        """Take eval.py's options that change how this task evaluates (a captioner's beam size)
+        before its test split or predictions; most tasks have none."""
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["glimpse"] = {
             "task": f"{type(self).__module__}.{type(self).__qualname__}",

@@ -24,6 +24,13 @@ from glimpse.models.decoding import Decoded, beam_search, greedy_decode
 from glimpse.models.pretrained import torchvision_state_dict
 from glimpse.optim.param_groups import decay_groups
 from glimpse.optim.settings import OptimizerSettings
+from glimpse.plotting.captions import attention_figure
+from glimpse.prediction import (
+    Prediction,
+    PredictionInputs,
+    PredictionOptions,
+    stacked_pixels,
+)
 from glimpse.tasks.base import GlimpseTask, plain
 
 log = logging.getLogger(__name__)
@@ -100,6 +107,7 @@ class Captioner(GlimpseTask):
     """
 
     ACCEPTS = frozenset({CAPTIONED_IMAGES})
+    PREDICTS_FROM = frozenset({"image"})
 
     def __init__(
         self,
@@ -339,3 +347,25 @@ class Captioner(GlimpseTask):
                 attention = maps.reshape(len(words), height, width)
             captions.append(GeneratedCaption(words, attention, float(decoded.scores[index])))
         return captions
+
+    def apply_eval_options(self, options: PredictionOptions) -> None:
+        """eval.py's ``beam_size`` and ``length_penalty`` (null keeps the checkpoint's)."""
+        self.set_decoding(options.get("beam_size"), options.get("length_penalty"))
+
+    def predict_inputs(
+        self, inputs: PredictionInputs, options: PredictionOptions
+    ) -> list[Prediction]:
+        """A caption of each image and, for attention decoders, the figure of where the model
+        looked for each word (``attention``)."""
+        predictions = []
+        for image, generated in zip(
+            inputs.images, self.caption(stacked_pixels(inputs.images)), strict=True
+        ):
+            text = " ".join(generated.words)
+            figures = {}
+            if generated.attention is not None:
+                figures["attention"] = attention_figure(
+                    image.picture, generated.words, generated.attention
+                )
+            predictions.append(Prediction(image.path, [f"{image.path}: {text}"], figures, text))
+        return predictions

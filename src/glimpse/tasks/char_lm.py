@@ -16,6 +16,7 @@ from glimpse.callbacks.text_samples import TextSampleCallback
 from glimpse.data.text.vocab import CharVocab
 from glimpse.models.char_rnn import detach_state
 from glimpse.models.sampling import sample_tokens
+from glimpse.prediction import Prediction, PredictionInputs, PredictionOptions
 from glimpse.tasks.base import GlimpseTask, plain
 
 
@@ -42,6 +43,8 @@ class CharLanguageModelTask(GlimpseTask):
     """
 
     ACCEPTS = frozenset({TEXT})
+    PREDICTS_FROM = frozenset({"prompt"})
+    PREDICTS_AFTER_TEST = True
 
     def __init__(
         self,
@@ -159,3 +162,21 @@ class CharLanguageModelTask(GlimpseTask):
         finally:
             self.train(was_training)
         return self.vocab.decode(ids[0])
+
+    def predict_inputs(
+        self, inputs: PredictionInputs, options: PredictionOptions
+    ) -> list[Prediction]:
+        """``num_chars`` characters sampled after ``prompt`` (a newline when none is given) at
+        ``temperature`` and ``top_k``, seeded with ``seed``: the prompt and its continuation."""
+        num_chars = int(options.get("num_chars", 0))
+        if num_chars <= 0:
+            return []
+        prompt = inputs.prompt or "\n"
+        text = self.generate(
+            prompt,
+            num_chars,
+            options.get("temperature", 1.0),
+            options.get("top_k"),
+            seed=options.get("seed"),
+        )
+        return [Prediction(prompt, [prompt + text], value=prompt + text)]

@@ -16,6 +16,13 @@ from torchvision.transforms import v2
 from glimpse.batches import LABELLED_IMAGES, LabelledImages
 from glimpse.callbacks.classification_figures import ClassificationFigures
 from glimpse.models.pretrained import check_pretrained_source
+from glimpse.prediction import (
+    Prediction,
+    PredictionInputs,
+    PredictionOptions,
+    ranked_classes,
+    stacked_pixels,
+)
 from glimpse.tasks.base import GlimpseTask, plain
 from glimpse.tasks.checkpoints import load_pretrained
 
@@ -96,6 +103,7 @@ class ImageClassifier(GlimpseTask):
     """
 
     ACCEPTS = frozenset({LABELLED_IMAGES})
+    PREDICTS_FROM = frozenset({"image"})
 
     def __init__(
         self,
@@ -195,6 +203,13 @@ class ImageClassifier(GlimpseTask):
             [(names[i], p) for p, i in zip(row_p.tolist(), row_i.tolist(), strict=True)]
             for row_p, row_i in zip(top.values, top.indices, strict=True)
         ]
+
+    def predict_inputs(
+        self, inputs: PredictionInputs, options: PredictionOptions
+    ) -> list[Prediction]:
+        """The ``num_classes_shown`` most probable classes of each image."""
+        rankings = self.classify(stacked_pixels(inputs.images), options.get("num_classes_shown", 5))
+        return ranked_classes(inputs.images, rankings)
 
     def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
         """Label-smoothed cross-entropy of logits ``(B, C)`` against labels ``(B,)`` or

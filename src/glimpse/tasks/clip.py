@@ -18,6 +18,13 @@ from glimpse.data.text.bpe import BPETokenizer
 from glimpse.metrics.retrieval import pair_recalls
 from glimpse.models.clip_loss import clip_loss, distributed_rank_and_size
 from glimpse.models.zeroshot import resolve_templates, zero_shot_classifier
+from glimpse.prediction import (
+    Prediction,
+    PredictionInputs,
+    PredictionOptions,
+    ranked_classes,
+    stacked_pixels,
+)
 from glimpse.tasks.base import GlimpseTask, plain
 
 #: Zero-shot settings when the config gives none.
@@ -70,6 +77,7 @@ class CLIPTask(GlimpseTask):
     """
 
     ACCEPTS = frozenset({IMAGE_TEXT})
+    PREDICTS_FROM = frozenset({"image"})
 
     def __init__(
         self,
@@ -184,6 +192,13 @@ class CLIPTask(GlimpseTask):
             [(self.zeroshot_classes[i], p) for p, i in zip(ps, ids, strict=True)]
             for ps, ids in zip(top.values.tolist(), top.indices.tolist(), strict=True)
         ]
+
+    def predict_inputs(
+        self, inputs: PredictionInputs, options: PredictionOptions
+    ) -> list[Prediction]:
+        """The ``num_classes_shown`` most probable zero-shot classes of each image."""
+        rankings = self.classify(stacked_pixels(inputs.images), options.get("num_classes_shown", 5))
+        return ranked_classes(inputs.images, rankings)
 
     # Training -----------------------------------------------------------------------------
 

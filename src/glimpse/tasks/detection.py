@@ -19,6 +19,8 @@ from glimpse.models.detr import DETROutput, imagenet_state
 from glimpse.models.detr_loss import SetCriterion, postprocess
 from glimpse.models.matcher import HungarianMatcher
 from glimpse.optim.settings import OptimizerSettings
+from glimpse.plotting.detection import detection_figure
+from glimpse.prediction import Prediction, PredictionInputs, PredictionOptions
 from glimpse.tasks.base import GlimpseTask, plain
 from glimpse.tasks.checkpoints import load_network_weights, resnet_trunk_state
 
@@ -67,6 +69,7 @@ class Detector(GlimpseTask):
     """
 
     ACCEPTS = frozenset({DETECTION})
+    PREDICTS_FROM = frozenset({"image"})
 
     def __init__(
         self,
@@ -256,3 +259,27 @@ class Detector(GlimpseTask):
                 }
             )
         return results
+
+    def predict_inputs(
+        self, inputs: PredictionInputs, options: PredictionOptions
+    ) -> list[Prediction]:
+        """Each image's detections above ``model.score_threshold``, boxes in the file's pixels,
+        and a picture of them (``detections``)."""
+        predictions = []
+        for image in inputs.images:
+            pixels = image.pixels[None]
+            mask = torch.zeros(1, *pixels.shape[2:], dtype=torch.bool)
+            found = self.detect(pixels, mask, torch.tensor([image.original_size]))[0]
+            listed = [
+                (name, float(score), [round(v, 1) for v in box.tolist()])
+                for name, score, box in zip(
+                    found["names"], found["scores"], found["boxes"], strict=True
+                )
+            ]
+            lines = [f"{image.path}: {len(listed)} detections"]
+            lines += [f"  {score:6.1%}  {name}  {corners}" for name, score, corners in listed]
+            figure = detection_figure(
+                image.picture, found["boxes"], found["names"], found["scores"], image.path
+            )
+            predictions.append(Prediction(image.path, lines, {"detections": figure}, listed))
+        return predictions

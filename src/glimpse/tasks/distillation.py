@@ -31,7 +31,10 @@ from torch.nn import functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from glimpse.batches import LabelledImages
+from glimpse.data.images.imagenet_classes import IMAGENET1K_CLASSES, imagenet1k_indices
 from glimpse.data.spec import DataSpec
+from glimpse.errors import ConfigError
+from glimpse.hub import torchvision_weights_state
 from glimpse.tasks.base import plain
 from glimpse.tasks.checkpoints import load_task
 from glimpse.tasks.classification import ImageClassifier, smoothed_targets, soft_cross_entropy
@@ -151,8 +154,9 @@ def _suggested_indices(class_names: Sequence[str], categories: Sequence[str]) ->
 
 def _torchvision_teacher(
     config: dict[str, Any], spec: DataSpec, num_classes: int
-) -> tuple[nn.Module, tuple[list[float], list[float]] | None, int]:
-    """(model, its normalisation or None for the data's, its number of outputs)."""
+) -> tuple[nn.Module, tuple[list[float], list[float]] | None, int, list[int] | None]:
+    """(model, its normalisation or None for the data's, its number of outputs, the output of
+    each of the data's classes or None when they are the outputs)."""
     from torchvision.models import get_model, get_model_weights
 
     name, weights = config.get("name"), config.get("weights")
@@ -162,7 +166,7 @@ def _torchvision_teacher(
     if weights is None:
         # Random weights (tests, smoke runs): our classes unless a mapping is asked for.
         outputs = 1000 if class_indices is not None else num_classes
-        return get_model(name, weights=None, num_classes=outputs), None, outputs
+        return get_model(name, weights=None, num_classes=outputs), None, outputs, class_indices
     available = get_model_weights(name)
     try:
         weights_enum = available.verify(weights)
@@ -173,17 +177,35 @@ def _torchvision_teacher(
         ) from None
     outputs = len(weights_enum.meta["categories"])
     if class_indices is None and outputs != num_classes:
-        raise ValueError(
-            f"The teacher {name} with weights {weights} predicts {outputs} classes but the data "
-            f"has {num_classes}; set model.teacher.class_indices to the teacher's index of each "
-            f"of the data's classes, in class order"
-            + _suggested_indices(spec.class_names or (), weights_enum.meta["categories"])
-            + "."
-        )
+        class_indices = _imagenet_indices(spec, outputs)
+        if class_indices is None:
+            raise ConfigError(
+                f"The teacher {name} with weights {weights} predicts {outputs} classes but the "
+                f"data has {num_classes} whose folders are not ImageNet wnids; set "
+                "model.teacher.class_indices to the teacher's index of each of the data's "
+                "classes, in class order"
+                + _suggested_indices(spec.class_names or (), weights_enum.meta["categories"])
+                + ", or use a glimpse checkpoint trained on this data as the teacher "
+                "(model.teacher.kind=checkpoint model.teacher.path=...), or train without one "
+                "(model.distillation=none)."
+            )
+        log.info("Teacher: the data's ImageNet wnids are its outputs %s.", class_indices)
     transform = weights_enum.transforms()
     stats = (list(transform.mean), list(transform.std))
     log.info("Teacher: torchvision %s with weights %s.", name, weights_enum)
-    return get_model(name, weights=weights_enum), stats, outputs
+    model = get_model(name, weights=None, num_classes=outputs)
+    without = "model.teacher.weights=null (a random teacher) or model.distillation=none"
+    model.load_state_dict(torchvision_weights_state(weights_enum, without=without))
+    return model, stats, outputs, class_indices
+
+
+def _imagenet_indices(spec: DataSpec, outputs: int) -> list[int] | None:
+    """ImageNet-1k's index of each of the data's classes when the teacher predicts
+    ImageNet-1k's classes and the data's class folders are its wnids (Imagenette, Imagewoof,
+    ImageNet-100, a wnid-named ImageFolder); else None."""
+    if outputs != IMAGENET1K_CLASSES:
+        return None
+    return imagenet1k_indices(spec.metadata.get("class_folders") or spec.class_names or ())
 
 
 def _checkpoint_teacher(
@@ -222,10 +244,10 @@ def build_teacher(config: dict[str, Any], spec: DataSpec) -> FrozenTeacher:
     """
     num_classes = len(spec.class_names or ())
     if config["kind"] == "torchvision":
-        model, stats, outputs = _torchvision_teacher(config, spec, num_classes)
+        model, stats, outputs, class_indices = _torchvision_teacher(config, spec, num_classes)
     else:
         model, stats, outputs = _checkpoint_teacher(config, spec)
-    class_indices = config.get("class_indices")
+        class_indices = config.get("class_indices")
     if class_indices is not None and not all(0 <= i < outputs for i in class_indices):
         raise ValueError(
             f"model.teacher.class_indices must be indices of the teacher's {outputs} outputs, "

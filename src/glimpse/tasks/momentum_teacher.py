@@ -38,6 +38,7 @@ LARS-adapted. With ``weight_decay_end`` the weight decay follows a cosine from
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -48,12 +49,16 @@ from torch.nn import functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from glimpse.batches import MULTI_VIEW_IMAGES, LabelledImages, MultiViewImages
-from glimpse.callbacks.ssl_figures import AttentionMapFigures, has_attention_maps
+from glimpse.callbacks.ssl_figures import AttentionMapFigures
+from glimpse.errors import ConfigError
 from glimpse.metrics.knn import knn_accuracy
+from glimpse.models.attention_maps import class_token_attention, has_attention_maps
 from glimpse.models.backbones import feature_backbone
 from glimpse.models.momentum import cosine_momentum, ema_update_
 from glimpse.optim.param_groups import decay_groups
 from glimpse.optim.settings import OptimizerSettings
+from glimpse.plotting.attention_maps import attention_map_figure
+from glimpse.prediction import Prediction, PredictionInputs, PredictionOptions
 from glimpse.tasks.base import GlimpseTask, plain
 
 
@@ -94,6 +99,7 @@ class MomentumTeacherTask(GlimpseTask):
     """
 
     ACCEPTS = frozenset({MULTI_VIEW_IMAGES})
+    PREDICTS_FROM = frozenset({"image"})
     #: ``"student"`` or ``"teacher"``: whose backbone gives :meth:`image_features`.
     FEATURES_FROM: ClassVar[str] = "student"
 
@@ -182,6 +188,25 @@ class MomentumTeacherTask(GlimpseTask):
 
     def forward(self, images: Tensor) -> Tensor:
         return self.image_features(images)
+
+    def predict_inputs(
+        self, inputs: PredictionInputs, options: PredictionOptions
+    ) -> list[Prediction]:
+        """For each image, the figure of the evaluated ViT backbone's last-block class-token
+        attention per head (``attention_maps``); ConfigError when the backbone is no ViT."""
+        vit = self.feature_network["backbone"]
+        if not has_attention_maps(vit):
+            raise ConfigError(
+                f"The checkpoint's backbone is a {type(vit).__name__}; attention maps need a "
+                "ViT backbone (model.backbone._target_=glimpse.models.vit.*)."
+            )
+        predictions = []
+        for image in inputs.images:
+            maps = class_token_attention(vit, image.pixels[None].to(self.device))
+            figure = attention_map_figure(image.picture[None], maps, [Path(image.path).name])
+            lines = [f"{image.path}: attention maps of {maps.shape[1]} heads"]
+            predictions.append(Prediction(image.path, lines, {"attention_maps": figure}))
+        return predictions
 
     def exported_backbone(self) -> tuple[dict[str, Any], dict[str, Tensor]]:
         """(the backbone's network config with the image size filled in, its state dict): the

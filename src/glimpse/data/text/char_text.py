@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from glimpse.batches import TEXT
 from glimpse.data.base import SPLITS, GlimpseDataModule
-from glimpse.data.download import download_file
+from glimpse.data.download import download_file, verify_file
 from glimpse.data.spec import DataSpec
 from glimpse.data.text.corpora import (
     SHAKESPEARE_MD5,
@@ -33,6 +33,8 @@ class CharTextDataModule(GlimpseDataModule):
         corpus: ``"shakespeare"`` (downloaded to ``data_dir``), ``"text"`` (the UTF-8 file at
             ``path``) or ``"pystdlib"`` (the Python standard library's source; offline).
         data_dir: where downloaded corpora are kept.
+        root: for ``shakespeare``, a folder that already holds its ``input.txt`` (checked by
+            md5, never downloaded into); None downloads it into ``data_dir/tinyshakespeare``.
         path: the file for ``corpus="text"``.
         url, md5: where ``shakespeare`` comes from and its checksum.
         seq_len: T, characters per training sequence.
@@ -52,6 +54,7 @@ class CharTextDataModule(GlimpseDataModule):
         self,
         corpus: Literal["shakespeare", "text", "pystdlib"] = "pystdlib",
         data_dir: str = "data",
+        root: str | None = None,
         path: str | None = None,
         url: str = SHAKESPEARE_URL,
         md5: str | None = SHAKESPEARE_MD5,
@@ -75,6 +78,7 @@ class CharTextDataModule(GlimpseDataModule):
             )
         self.corpus = corpus
         self.data_dir = Path(data_dir)
+        self.root = Path(root) if root else None
         self.path = Path(path) if path else None
         self.url, self.md5 = url, md5
         self.seq_len = seq_len
@@ -88,12 +92,16 @@ class CharTextDataModule(GlimpseDataModule):
     def corpus_file(self) -> Path | None:
         """The file the corpus is read from (None for ``pystdlib``)."""
         if self.corpus == "shakespeare":
-            return self.data_dir / "tinyshakespeare" / "input.txt"
+            return (self.root or self.data_dir / "tinyshakespeare") / "input.txt"
         return self.path
 
     def prepare_data(self) -> None:
-        """Download tiny-shakespeare if needed; check that a ``text`` file exists."""
-        if self.corpus == "shakespeare":
+        """Download tiny-shakespeare if needed (or check the copy in ``root``); check that a
+        ``text`` file exists."""
+        if self.corpus == "shakespeare" and self.root is not None:
+            read_text_file(self.corpus_file)
+            verify_file(self.corpus_file, self.md5)
+        elif self.corpus == "shakespeare":
             download_file(self.url, self.corpus_file, md5=self.md5)
         elif self.corpus == "text":
             read_text_file(self.path)

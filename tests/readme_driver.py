@@ -1,0 +1,103 @@
+"""Run the README's commands one after another in this process, from the working directory (a
+copy of the repository root), as ``python <script> <words>`` would: ``sys.argv`` set, the script
+run as ``__main__``, its exit status caught. One process for all of them saves the start-up of
+torch and Lightning per command; each command still composes its config from scratch.
+
+    python readme_driver.py plan.json results.json
+
+``plan.json`` lists ``{"id", "page", "words", "compose_only"}``; ``PATH`` in a word is replaced
+by the checkpoint of the page's latest training command. Each result is ``{"id", "argv",
+"returncode", "stdout", "stderr", "seconds"}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import runpy
+import sys
+import time
+import traceback
+import uuid
+from pathlib import Path
+
+from hydra.core.global_hydra import GlobalHydra
+
+import glimpse.utils.run_dir as run_dir
+
+PLACEHOLDER = "PATH"
+RUN_PLACEHOLDER = "logs/train/runs/<run>/checkpoints/last.ckpt"
+
+
+def newest_checkpoint(since: float) -> Path | None:
+    """The ``last.ckpt`` of the newest training run folder written after ``since``."""
+    written = [
+        path
+        for path in Path("logs").glob("train/**/checkpoints/last.ckpt")
+        if path.stat().st_mtime >= since
+    ]
+    return max(written, key=lambda p: p.stat().st_mtime, default=None)
+
+
+def filled(words: list[str], checkpoint: Path | None) -> list[str]:
+    """``words`` with the checkpoint placeholders replaced."""
+    if checkpoint is None:
+        return words
+    return [
+        word.replace(RUN_PLACEHOLDER, str(checkpoint)).replace(PLACEHOLDER, str(checkpoint))
+        for word in words
+    ]
+
+
+def run(argv: list[str]) -> tuple[int, str, str]:
+    """``python <argv>`` in this process: (exit status, stdout, stderr)."""
+    GlobalHydra.instance().clear()
+    run_dir.RUN_ID = uuid.uuid4().hex[:6]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    code = 0
+    saved_argv = sys.argv
+    sys.argv = argv
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                runpy.run_path(argv[0], run_name="__main__")
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+            except BaseException:  # a traceback the user would see: keep it in stderr
+                traceback.print_exc()
+                code = 1
+    finally:
+        sys.argv = saved_argv
+    return code, stdout.getvalue(), stderr.getvalue()
+
+
+def main(plan_file: str, results_file: str) -> None:
+    plan = json.loads(Path(plan_file).read_text())
+    checkpoints: dict[str, Path] = {}
+    results = []
+    for item in plan:
+        argv = filled(item["words"][1:], checkpoints.get(item["page"]))
+        if item["compose_only"]:
+            argv = [*argv, "--cfg", "job"]
+        started = time.time()
+        code, out, err = run(argv)
+        if code == 0 and argv[0] == "train.py" and not item["compose_only"]:
+            checkpoint = newest_checkpoint(started)
+            if checkpoint is not None:
+                checkpoints[item["page"]] = checkpoint
+        results.append(
+            {
+                "id": item["id"],
+                "argv": argv,
+                "returncode": code,
+                "stdout": out[-20000:],
+                "stderr": err[-20000:],
+                "seconds": round(time.time() - started, 1),
+            }
+        )
+        Path(results_file).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
