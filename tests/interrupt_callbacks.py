@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import lightning as L
 import torch
 
@@ -28,3 +30,14 @@ class NaNWeightsAtStep(L.Callback):
             with torch.no_grad():
                 for parameter in pl_module.parameters():
                     parameter.fill_(float("nan"))
+
+
+class CtrlCAtStep(L.Callback):
+    """Send this process SIGINT (a user's Ctrl-C) once optimizer step ``step`` is done."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            signal.raise_signal(signal.SIGINT)

@@ -51,6 +51,29 @@ def test_resume_continues_at_the_right_step_with_the_same_result(corpus, tmp_pat
         torch.testing.assert_close(tensor, full_weights[name], rtol=1e-5, atol=1e-6)
 
 
+def test_ctrl_c_between_validations_resumes_to_the_uninterrupted_result(corpus, tmp_path):
+    """Ctrl-C at step 17 ends training after that step; last.ckpt holds step 17, and a run
+    resumed from it ends with the weights of one that was never interrupted."""
+    full_dir, cut_dir, resumed_dir = tmp_path / "full", tmp_path / "cut", tmp_path / "resumed"
+    train(compose_train(_overrides(corpus, tmp_path), full_dir))
+    ctrl_c = [
+        "+callbacks.ctrl_c._target_=interrupt_callbacks.CtrlCAtStep",
+        "+callbacks.ctrl_c.step=17",
+    ]
+    with pytest.raises(SystemExit) as stopped:
+        train(compose_train(_overrides(corpus, tmp_path, *ctrl_c), cut_dir))
+    assert stopped.value.code == 130
+    last = cut_dir / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 17
+
+    train(compose_train(_overrides(corpus, tmp_path, f"ckpt_path={last}"), resumed_dir))
+    resumed = torch.load(resumed_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["global_step"] == 30
+    full_weights = _weights(full_dir / "checkpoints" / "last.ckpt")
+    for name, tensor in resumed["state_dict"].items():
+        torch.testing.assert_close(tensor, full_weights[name], rtol=1e-5, atol=1e-6)
+
+
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(corpus, tmp_path):
     run_dir = tmp_path / "run"
     nan_at = [

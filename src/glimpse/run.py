@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from glimpse.run_folder import write_result
 from glimpse.tasks.checkpoints import load_task
 from glimpse.tasks.compatibility import IncompatibleConfigError, check_compatible
 from glimpse.utils.console import console, print_config_tree, print_metrics
+from glimpse.utils.interrupt import stop_after_step_on_ctrl_c
 from glimpse.utils.wandb_setup import wandb_mode
 
 log = logging.getLogger(__name__)
@@ -132,7 +134,11 @@ def train(cfg: DictConfig) -> float | None:
     for logger in loggers:
         logger.log_hyperparams(task.run_config)
 
-    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    with stop_after_step_on_ctrl_c(trainer) as interrupt:
+        trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    if interrupt.requested:
+        _finish_loggers(loggers)
+        _stopped_by_ctrl_c(trainer, output_dir)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
     if cfg.get("test"):
@@ -151,6 +157,18 @@ def train(cfg: DictConfig) -> float | None:
     if trainer.is_global_zero:
         write_result(output_dir, cfg.get("optimized_metric"), value, metrics)
     return value
+
+
+def _stopped_by_ctrl_c(trainer: L.Trainer, output_dir: Path) -> None:
+    """Say where the interrupted run's state is and how to go on; exit with status 130."""
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if trainer.is_global_zero:
+        console.print(
+            f"Stopped by Ctrl-C at step {trainer.global_step}; not tested. The state is in "
+            f"{last}: continue with the same command and ckpt_path={last}",
+            soft_wrap=True,
+        )
+    sys.exit(130)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
