@@ -7,7 +7,8 @@ torch and Lightning per command; each command still composes its config from scr
 
 ``plan.json`` lists ``{"id", "page", "words", "compose_only"}``; ``PATH`` in a word is replaced
 by the checkpoint of the page's latest training command. Each result is ``{"id", "argv",
-"returncode", "stdout", "stderr", "seconds"}``.
+"returncode", "stdout", "stderr", "seconds"}``, and ``"same_as"`` for a command shown (and run)
+before, on another page.
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ RUN_PLACEHOLDER = "logs/train/runs/<run>/checkpoints/last.ckpt"
 
 
 def newest_checkpoint(since: float) -> Path | None:
-    """The ``last.ckpt`` of the newest training run folder written after ``since``."""
+    """The ``last.ckpt`` of the newest training run folder (``logs/<task name>/``, any but
+    eval's) written after ``since``."""
     written = [
         path
-        for path in Path("logs").glob("train/**/checkpoints/last.ckpt")
-        if path.stat().st_mtime >= since
+        for path in Path("logs").glob("*/**/checkpoints/last.ckpt")
+        if path.parts[1] != "eval" and path.stat().st_mtime >= since
     ]
     return max(written, key=lambda p: p.stat().st_mtime, default=None)
 
@@ -48,6 +50,22 @@ def filled(words: list[str], checkpoint: Path | None) -> list[str]:
         word.replace(RUN_PLACEHOLDER, str(checkpoint)).replace(PLACEHOLDER, str(checkpoint))
         for word in words
     ]
+
+
+def first_of_sweep(argv: list[str]) -> list[str]:
+    """``argv`` without ``-m`` and with each comma list cut to its first value, since
+    ``--cfg job`` composes one job (Hydra refuses it together with ``-m``)."""
+    if "-m" not in argv and "--multirun" not in argv:
+        return argv
+    kept = [word for word in argv if word not in ("-m", "--multirun")]
+    return [_first_value(word) for word in kept]
+
+
+def _first_value(word: str) -> str:
+    key, equals, value = word.partition("=")
+    if not equals or "," not in value or value.startswith(("[", "{", "'", '"')):
+        return word
+    return f"{key}={value.split(',')[0]}"
 
 
 def run(argv: list[str]) -> tuple[int, str, str]:
@@ -75,19 +93,23 @@ def run(argv: list[str]) -> tuple[int, str, str]:
 def main(plan_file: str, results_file: str) -> None:
     plan = json.loads(Path(plan_file).read_text())
     checkpoints: dict[str, Path] = {}
+    #: A command shown again (on another page) is not run again: argv -> (result, checkpoint).
+    done: dict[tuple[str, ...], tuple[dict, Path | None]] = {}
     results = []
     for item in plan:
         argv = filled(item["words"][1:], checkpoints.get(item["page"]))
-        if item["compose_only"]:
-            argv = [*argv, "--cfg", "job"]
-        started = time.time()
-        code, out, err = run(argv)
-        if code == 0 and argv[0] == "train.py" and not item["compose_only"]:
-            checkpoint = newest_checkpoint(started)
-            if checkpoint is not None:
-                checkpoints[item["page"]] = checkpoint
-        results.append(
-            {
+        if item["compose_only"]:  # Hydra composes one job: the first of a sweep's values
+            argv = [*first_of_sweep(argv), "--cfg", "job"]
+        if tuple(argv) in done:
+            earlier, checkpoint = done[tuple(argv)]
+            result = {**earlier, "id": item["id"], "seconds": 0.0, "same_as": earlier["id"]}
+        else:
+            started = time.time()
+            code, out, err = run(argv)
+            checkpoint = None
+            if code == 0 and argv[0] == "train.py" and not item["compose_only"]:
+                checkpoint = newest_checkpoint(started)
+            result = {
                 "id": item["id"],
                 "argv": argv,
                 "returncode": code,
@@ -95,7 +117,10 @@ def main(plan_file: str, results_file: str) -> None:
                 "stderr": err[-20000:],
                 "seconds": round(time.time() - started, 1),
             }
-        )
+            done[tuple(argv)] = (result, checkpoint)
+        if checkpoint is not None:
+            checkpoints[item["page"]] = checkpoint
+        results.append(result)
         Path(results_file).write_text(json.dumps(results, indent=1))
 
 

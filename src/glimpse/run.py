@@ -22,7 +22,7 @@ from glimpse.data.prediction_inputs import decode_image_files
 from glimpse.data.text.corpora import CorpusError
 from glimpse.evaluation import run_evaluation
 from glimpse.plotting import save_figure
-from glimpse.prediction import Prediction, PredictionInputs
+from glimpse.prediction import INPUT_KEYS, Prediction, PredictionInputs
 from glimpse.run_folder import write_result
 from glimpse.tasks.checkpoints import load_task
 from glimpse.tasks.compatibility import IncompatibleConfigError, check_compatible
@@ -207,6 +207,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 def _prediction_inputs(cfg: DictConfig, task: Any, data_cfg: DictConfig | None) -> PredictionInputs:
     """eval.py's ``image=``, ``text=`` and ``prompt=``, images decoded as the checkpoint's
     evaluation data was."""
+    task.check_inputs([key for key in INPUT_KEYS if cfg.get(key)])
     images: tuple = ()
     if cfg.get("image"):
         paths = [str(cfg.image)] if isinstance(cfg.image, str) else [str(p) for p in cfg.image]
@@ -242,7 +243,7 @@ def _test_split(task: Any, data_cfg: DictConfig, cfg: DictConfig) -> dict[str, f
         console.print(f"[yellow]Test split not evaluated:[/yellow] {error}")
         return {}
     trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
-    trainer.test(task, datamodule=datamodule)
+    trainer.test(task, datamodule=datamodule, verbose=False)
     results = {k: float(v) for k, v in trainer.callback_metrics.items()}
     print_metrics(results, title=f"test metrics of {cfg.ckpt_path}")
     return results

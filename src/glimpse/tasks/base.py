@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import lightning as L
@@ -135,18 +136,23 @@ class GlimpseTask(L.LightningModule):
                 "kept. Lower optimizer.lr or set trainer.gradient_clip_val."
             )
 
-    def predict_from(
-        self, inputs: PredictionInputs, options: PredictionOptions
-    ) -> list[Prediction]:
-        """:meth:`predict_inputs` in eval mode without gradients, after checking that this task
-        predicts from every input given (ConfigError naming those it takes otherwise)."""
-        unsupported = [key for key in inputs.given if key not in self.PREDICTS_FROM]
+    def check_inputs(self, given: Sequence[str]) -> None:
+        """ConfigError naming the inputs this task takes when it does not predict from every
+        eval.py input key in ``given`` (``image``, ``text``, ``prompt``)."""
+        unsupported = [key for key in given if key not in self.PREDICTS_FROM]
         if unsupported:
             takes = ", ".join(f"{key}=" for key in sorted(self.PREDICTS_FROM)) or "no inputs"
             raise ConfigError(
                 f"{type(self).__name__} does not predict from "
                 f"{', '.join(key + '=' for key in unsupported)}; it takes {takes}."
             )
+
+    def predict_from(
+        self, inputs: PredictionInputs, options: PredictionOptions
+    ) -> list[Prediction]:
+        """:meth:`predict_inputs` in eval mode without gradients, after
+        :meth:`check_inputs`."""
+        self.check_inputs(inputs.given)
         was_training = self.training
         self.eval()
         try:
