@@ -24,9 +24,12 @@ FEW_STEPS = ["trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "log
 
 
 def _one_line_error(result: subprocess.CompletedProcess) -> str:
+    """The error sentence the run ended with (exit status 1, no traceback)."""
     assert result.returncode == 1, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    return " ".join(result.stderr.split())
+    message = " ".join(result.stderr.split())
+    assert "error:" in message, result.stderr[-3000:]
+    return message[message.rindex("error:") :]
 
 
 def _checkpoint_step(path: Path) -> int:
