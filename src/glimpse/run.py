@@ -17,6 +17,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from glimpse.callbacks.progress import ProgressBar
 from glimpse.data.download import DownloadError
 from glimpse.data.prediction_inputs import decode_image_files
 from glimpse.data.text.corpora import CorpusError
@@ -242,7 +243,7 @@ def _test_split(task: Any, data_cfg: DictConfig, cfg: DictConfig) -> dict[str, f
     except (CorpusError, DownloadError) as error:
         console.print(f"[yellow]Test split not evaluated:[/yellow] {error}")
         return {}
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[ProgressBar()])
     trainer.test(task, datamodule=datamodule, verbose=False)
     results = {k: float(v) for k, v in trainer.callback_metrics.items()}
     print_metrics(results, title=f"test metrics of {cfg.ckpt_path}")

@@ -287,7 +287,7 @@ def test_eval_captions_an_image_from_the_checkpoint_alone_and_reports_test_bleu(
 
     tested = run_script("eval.py", f"ckpt_path={checkpoint}", cwd=tmp_path)
     assert tested.returncode == 0, tested.stderr[-3000:]
-    assert "test/bleu4" in tested.stdout and "test/cider" in tested.stdout
+    assert "test/bleu4" in tested.stderr and "test/cider" in tested.stderr  # the metrics table
 
     for folder in (tmp_path / "data").iterdir():
         for path in sorted(folder.rglob("*"), reverse=True):

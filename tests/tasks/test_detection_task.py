@@ -215,7 +215,7 @@ def test_eval_draws_detections_on_an_image_and_reports_test_map(tmp_path):
     street = sorted((tmp_path / "data").glob("shapes_coco_*/images/val/*.jpg"))[0]
     tested = run_script("eval.py", f"ckpt_path={checkpoint}", cwd=tmp_path)
     assert tested.returncode == 0, tested.stderr[-3000:]
-    assert "test/map" in tested.stdout and "test/map_50" in tested.stdout
+    assert "test/map" in tested.stderr and "test/map_50" in tested.stderr  # the metrics table
     drawn = run_script("eval.py", f"ckpt_path={checkpoint}", f"image={street}", cwd=tmp_path)
     assert drawn.returncode == 0, drawn.stderr[-3000:]
     assert f"{street}: " in drawn.stdout and "detections" in drawn.stdout
