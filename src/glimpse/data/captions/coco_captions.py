@@ -29,6 +29,7 @@ from glimpse.data.captions.datamodule import CaptionDataModule
 from glimpse.data.captions.splits import SplitSource, image_files
 from glimpse.data.detection.coco import BASE_URL, PUBLISHED_MD5, fetch_coco2017
 from glimpse.data.formats.caption_files import read_coco_captions, read_karpathy_split
+from glimpse.errors import ConfigError, MissingFileError
 
 IMAGE_DIRS = {"train": "train2017", "val": "val2017"}
 ANNOTATIONS = {
@@ -67,7 +68,7 @@ class CocoCaptionsDataModule(CaptionDataModule):
         **kwargs,
     ) -> None:
         if split not in ("official", "karpathy"):
-            raise ValueError(f"data.split={split!r} must be official or karpathy.")
+            raise ConfigError(f"data.split={split!r} must be official or karpathy.")
         super().__init__(root=root, min_word_freq=min_word_freq, **kwargs)
         self.split_name = split
         self.karpathy_file = Path(karpathy_file) if karpathy_file else self.root / KARPATHY_FILE
@@ -82,7 +83,7 @@ class CocoCaptionsDataModule(CaptionDataModule):
             wanted = [*IMAGE_DIRS.values(), *ANNOTATIONS.values()]
             fetch_coco2017(self.root, wanted, self.base_url, self.md5)
         if not self.root.is_dir():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"data.root={self.root} does not exist; point it at a COCO 2017 release "
                 "(train2017/, val2017/, annotations/captions_*2017.json)."
             )
@@ -102,7 +103,7 @@ class CocoCaptionsDataModule(CaptionDataModule):
         for split, folder in IMAGE_DIRS.items():
             annotations = self.root / ANNOTATIONS[split]
             if not annotations.is_file():
-                raise FileNotFoundError(
+                raise MissingFileError(
                     f"{annotations} does not exist; data.root must hold COCO's "
                     "annotations/captions_{train,val}2017.json."
                 )
@@ -115,7 +116,7 @@ class CocoCaptionsDataModule(CaptionDataModule):
 
     def _karpathy_sources(self) -> dict[str, SplitSource]:
         if not self.karpathy_file.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"data.karpathy_file={self.karpathy_file} does not exist; it is Karpathy's "
                 "dataset_coco.json (from his caption_datasets.zip)."
             )

@@ -313,7 +313,7 @@ class CaptionDataModule(GlimpseDataModule):
         module = self.trainer.lightning_module if self.trainer is not None else None
         found = module.feature_encoder() if hasattr(module, "feature_encoder") else None
         if found is None:
-            raise ValueError(
+            raise ConfigError(
                 "data.cache_features=true needs a task whose image encoder is frozen, but "
                 f"{type(module).__name__} trains it (or has none), so its features cannot be "
                 "cached; set data.cache_features=false or freeze the encoder."

@@ -38,7 +38,7 @@ from glimpse.data.formats.caption_files import (
     read_kaggle_captions,
     read_split_list,
 )
-from glimpse.errors import DataError
+from glimpse.errors import ConfigError, DataError, MissingFileError
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class Flickr8kDataModule(CaptionDataModule):
         **kwargs,
     ) -> None:
         if layout not in ("auto", "official", "kaggle"):
-            raise ValueError(f"data.layout={layout!r} must be auto, official or kaggle.")
+            raise ConfigError(f"data.layout={layout!r} must be auto, official or kaggle.")
         super().__init__(root=root, min_word_freq=min_word_freq, **kwargs)
         self.layout, self.download, self.split_seed = layout, download, split_seed
         self.base_url = (base_url or RELEASE_URL).rstrip("/") + "/"
@@ -196,7 +196,7 @@ class Flickr8kDataModule(CaptionDataModule):
                 "auto": f"{TOKEN_FILE} and {IMAGE_DIRS[0]}/, or {KAGGLE_CAPTIONS} and "
                 f"{KAGGLE_IMAGES}/",
             }[self.layout]
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"data.root={self.root} does not hold Flickr8k's {wanted}; set "
                 "data.download=true to download the release, or point data.root at a copy."
             )
@@ -212,9 +212,7 @@ class Flickr8kDataModule(CaptionDataModule):
         present = [split for split, path in lists.items() if path.is_file()]
         if present and len(present) < len(lists):
             absent = ", ".join(str(p) for p in lists.values() if not p.is_file())
-            raise FileNotFoundError(
-                f"{absent} missing beside the other split lists in {self.root}."
-            )
+            raise MissingFileError(f"{absent} missing beside the other split lists in {self.root}.")
         if present:
             names = {split: read_split_list(path) for split, path in lists.items()}
             listed_in = {split: str(path) for split, path in lists.items()}

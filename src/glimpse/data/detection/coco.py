@@ -66,6 +66,7 @@ from glimpse.data.download import download_file, extract_into
 from glimpse.data.images.decode import SHOWN_BAD_FILES, CorruptImageError, to_rgb
 from glimpse.data.images.transforms import IMAGENET_MEAN, IMAGENET_STD
 from glimpse.data.spec import DataSpec
+from glimpse.errors import ConfigError, DataError, MissingFileError
 from glimpse.utils.coco import load_coco
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ def select_categories(known: Mapping[int, str], names: Sequence[str] | None) -> 
         return sorted(known)
     unknown = sorted(set(names) - set(known.values()))
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"data.subset_categories names {', '.join(unknown)}, which the annotation file "
             f"lacks; its categories include {', '.join(list(known.values())[:10])}."
         )
@@ -173,8 +174,9 @@ def index_split(
     """The split's kept images (see :func:`_selected_images`) and their targets: crowd
     annotations left out, boxes clipped to the image and dropped when empty, each counted.
 
-    Raises ValueError naming the file for an image without ``width``/``height`` or an
-    annotation of an unlisted category, and FileNotFoundError when image files are missing.
+    Raises :class:`~glimpse.errors.DataError` naming the file for an image without
+    ``width``/``height`` or an annotation of an unlisted category, and
+    :class:`~glimpse.errors.MissingFileError` when image files are missing.
     """
     label_of = {c: i for i, c in enumerate(category_ids)}
     images = _selected_images(coco, category_ids, fraction, seed)
@@ -182,13 +184,13 @@ def index_split(
     crowd = degenerate = 0
     for image in images:
         if "width" not in image or "height" not in image:
-            raise ValueError(f"Image {image['id']} of {annotation_file} has no width or height.")
+            raise DataError(f"Image {image['id']} of {annotation_file} has no width or height.")
         width, height = int(image["width"]), int(image["height"])
         boxes, labels = [], []
         for annotation in coco.imgToAnns.get(image["id"], []):
             category = annotation["category_id"]
             if category not in coco.cats:
-                raise ValueError(
+                raise DataError(
                     f"Annotation {annotation.get('id')} of {annotation_file} has category_id "
                     f"{category}, which its categories do not list."
                 )
@@ -214,7 +216,7 @@ def index_split(
         all_boxes.append(np.asarray(boxes, dtype=np.float32).reshape(-1, 4))
         all_labels.append(np.asarray(labels, dtype=np.int64))
     if missing:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{len(missing)} of the {len(images)} images that {annotation_file} lists are "
             f"missing from {image_dir}, e.g. {', '.join(missing[:SHOWN_BAD_FILES])}."
         )
@@ -278,7 +280,7 @@ def open_annotated(path: Path, height: int, width: int) -> Image.Image:
     except Exception as error:  # Pillow's decoders raise many types on malformed files
         raise CorruptImageError(f"{path} cannot be decoded as an image ({error})") from error
     if image.size != (width, height):
-        raise ValueError(
+        raise DataError(
             f"{path} is {stored[0]}x{stored[1]} px but its annotation says {width}x{height}; "
             "fix the annotation file's width and height."
         )
@@ -338,12 +340,12 @@ def fetch_coco2017(
 ) -> None:
     """Download, verify and extract into ``root`` the COCO 2017 archives (:data:`ARCHIVES`)
     providing the paths of ``wanted`` (relative to ``root``) that ``root`` lacks; each archive
-    is deleted once extracted. A lacking path no archive provides is a FileNotFoundError."""
+    is deleted once extracted. A lacking path no archive provides is a MissingFileError."""
     lacking = sorted(p for p in wanted if not (root / p).exists())
     provider = {p: name for name, (_, provides) in ARCHIVES.items() for p in provides}
     unknown = [p for p in lacking if p not in provider]
     if unknown:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{root / unknown[0]} does not exist and no COCO 2017 archive provides it; "
             "data.download only fetches train2017/, val2017/ and annotations/."
         )
@@ -357,7 +359,7 @@ def fetch_coco2017(
         extract_into(archive, root)
         absent = [p for p in provides if not (root / p).exists()]
         if absent:
-            raise ValueError(f"{archive} holds no {', '.join(absent)}; is it COCO's {name}?")
+            raise DataError(f"{archive} holds no {', '.join(absent)}; is it COCO's {name}?")
         archive.unlink()
 
 
@@ -432,9 +434,9 @@ class CocoDetectionDataModule(GlimpseDataModule):
             ("eval_subset_fraction", eval_subset_fraction),
         ):
             if value is not None and not 0 < value <= 1:
-                raise ValueError(f"data.{name}={value} must be null or in (0, 1].")
+                raise ConfigError(f"data.{name}={value} must be null or in (0, 1].")
         if subset_categories is not None and not subset_categories:
-            raise ValueError("data.subset_categories is empty; name categories or set null.")
+            raise ConfigError("data.subset_categories is empty; name categories or set null.")
         self.mean, self.std = normalisation(mean, std)
         self.root = Path(root) if root is not None else None
         self.folders = {"train": train_images, "val": val_images}
@@ -474,7 +476,7 @@ class CocoDetectionDataModule(GlimpseDataModule):
         if not self.download:
             return
         if self.root is None:
-            raise ValueError("data.download=true needs data.root, the folder to download into.")
+            raise ConfigError("data.download=true needs data.root, the folder to download into.")
         fetch_coco2017(
             self.root, [*self.folders.values(), *self.files.values()], self.base_url, self.md5
         )
@@ -518,7 +520,7 @@ class CocoDetectionDataModule(GlimpseDataModule):
             self.category_names, self.category_source = found, file
             self.category_ids = select_categories(found, self.subset_categories)
         elif found != self.category_names:
-            raise ValueError(
+            raise DataError(
                 f"{file} lists other categories than {self.category_source}; every annotation "
                 "file must list the same ids and names."
             )
@@ -545,7 +547,7 @@ class CocoDetectionDataModule(GlimpseDataModule):
                 file,
             )
         if not split.image_ids:
-            raise ValueError(f"The {name} split of {file} holds no image after the subset options.")
+            raise DataError(f"The {name} split of {file} holds no image after the subset options.")
         return split
 
     def _verify(self, split: DetectionSplit, folder: Path) -> None:

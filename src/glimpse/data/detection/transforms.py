@@ -30,6 +30,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from glimpse.batches import DetectionBatch, DetectionTarget
+from glimpse.errors import ConfigError
 
 #: DETR's training scales: the shorter side is drawn from 480, 512, ..., 800 px.
 DETR_SCALES = tuple(range(480, 801, 32))
@@ -87,9 +88,9 @@ def train_transform(
     ``random_crop`` is the probability of the crop branch (0.5 in DETR; 0 disables it).
     """
     if not scales or min(scales) < 1:
-        raise ValueError(f"data.train_scales={list(scales)} must be positive sizes in px.")
+        raise ConfigError(f"data.train_scales={list(scales)} must be positive sizes in px.")
     if not 0 <= random_crop <= 1:
-        raise ValueError(f"data.random_crop={random_crop} must be a probability in [0, 1].")
+        raise ConfigError(f"data.random_crop={random_crop} must be a probability in [0, 1].")
     resize = v2.RandomShortestSize(list(scales), max_size=max_size, antialias=True)
     steps: list[v2.Transform] = [v2.ToImage()]
     if hflip > 0:

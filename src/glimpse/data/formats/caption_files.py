@@ -3,7 +3,8 @@ Karpathy's split files).
 
 The Flickr8k, Kaggle and COCO parsers return captions as ``dict[image file name,
 list[caption]]``, captions in file order; the Karpathy parser returns one record per image.
-Malformed input raises ``ValueError`` naming the file (and line, for text files).
+Malformed input raises a :class:`~glimpse.errors.DataError` naming the file (and line, for
+text files).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import logging
 import re
 from pathlib import Path
 from typing import NamedTuple
+
+from glimpse.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,7 @@ def read_flickr8k_tokens(path: str | Path) -> dict[str, list[str]]:
             name, hash_, k = key.partition("#")
             caption = caption.strip()
             if not sep or not hash_ or not name or not k.isdigit() or not caption:
-                raise ValueError(
+                raise DataError(
                     f"{path}:{lineno}: expected 'name.jpg#k<TAB>caption', got {line[:80]!r}"
                 )
             name, n = _QUIRK_SUFFIX.subn(r"\1", name)
@@ -59,12 +62,12 @@ def read_kaggle_captions(path: str | Path) -> dict[str, list[str]]:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None or [h.strip() for h in header] != ["image", "caption"]:
-            raise ValueError(f"{path}:1: expected the header 'image,caption', got {header!r}")
+            raise DataError(f"{path}:1: expected the header 'image,caption', got {header!r}")
         for row in reader:
             if not row or all(not cell.strip() for cell in row):
                 continue
             if len(row) != 2 or not row[0].strip() or not row[1].strip():
-                raise ValueError(f"{path}:{reader.line_num}: expected 'image,caption', got {row!r}")
+                raise DataError(f"{path}:{reader.line_num}: expected 'image,caption', got {row!r}")
             captions.setdefault(row[0].strip(), []).append(row[1].strip())
     return captions
 
@@ -87,7 +90,7 @@ def read_coco_captions(path: str | Path) -> tuple[dict[str, list[str]], dict[str
         images = data["images"]
         annotations = data["annotations"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{path}: not a COCO captions JSON ({e!r})") from e
+        raise DataError(f"{path}: not a COCO captions JSON ({e!r})") from e
     ids: dict[str, int] = {}
     names: dict[int, str] = {}
     for image in images:
@@ -97,7 +100,7 @@ def read_coco_captions(path: str | Path) -> tuple[dict[str, list[str]], dict[str
     for i, ann in enumerate(annotations):
         name = names.get(int(ann["image_id"]))
         if name is None:
-            raise ValueError(
+            raise DataError(
                 f"{path}: annotation {i} (id {ann.get('id')}) names unknown image id "
                 f"{ann['image_id']}"
             )
@@ -153,7 +156,7 @@ def read_karpathy_split(path: str | Path) -> list[KarpathyImage]:
     try:
         images = json.loads(path.read_text(encoding="utf-8"))["images"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{path}: not a Karpathy split file ({e!r})") from e
+        raise DataError(f"{path}: not a Karpathy split file ({e!r})") from e
     records = []
     for i, image in enumerate(images):
         try:
@@ -169,7 +172,7 @@ def read_karpathy_split(path: str | Path) -> list[KarpathyImage]:
                 )
             )
         except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(
+            raise DataError(
                 f"{path}: image {i} is not a Karpathy record with a split in "
                 f"{sorted(KARPATHY_SPLITS)}, a filename and sentences ({e!r})"
             ) from e

@@ -2,7 +2,7 @@
 :mod:`glimpse.data.image_text.sources`.
 
 A file lists (image path, caption) rows; the rows of one image make one image with several
-captions (a JSONL caption may also be a list). Malformed input raises ValueError naming the file
+captions (a JSONL caption may also be a list). Malformed input raises a DataError naming the file
 and line: a missing column or key, an empty image path or caption, a line that is not JSON.
 """
 
@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from glimpse.errors import ConfigError, DataError
+
 
 def _add(captions: dict[str, list[str]], where: str, image: Any, caption: Any) -> None:
     """Add one row's image and caption(s), raising ValueError naming ``where`` when either is
@@ -24,9 +26,9 @@ def _add(captions: dict[str, list[str]], where: str, image: Any, caption: Any) -
     texts = caption if isinstance(caption, list) else [caption]
     texts = [str(t or "").strip() for t in texts]
     if not image:
-        raise ValueError(f"{where}: the image path is empty.")
+        raise DataError(f"{where}: the image path is empty.")
     if not texts or not all(texts):
-        raise ValueError(f"{where}: empty caption for the image {image}; fix or remove the row.")
+        raise DataError(f"{where}: empty caption for the image {image}; fix or remove the row.")
     captions.setdefault(image, []).extend(texts)
 
 
@@ -38,7 +40,7 @@ def read_pair_file(
 ) -> dict[str, list[str]]:
     """Captions by image path (as written in the file), in file order, from a ``csv``,
     ``tsv`` or ``jsonl`` pairs file (``format``; None: by the file's suffix, ``.tsv``,
-    ``.jsonl`` or else CSV). Raises ValueError naming the file (and line) for a missing column
+    ``.jsonl`` or else CSV). Raises a DataError naming the file (and line) for a missing column
     or key, an empty image or caption, or a line that is not a JSON object."""
     path = Path(path)
     format = format or {".tsv": "tsv", ".jsonl": "jsonl"}.get(path.suffix, "csv")
@@ -53,14 +55,14 @@ def read_pair_file(
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as error:
-                    raise ValueError(f"{path}:{lineno}: not a JSON object ({error}).") from error
+                    raise DataError(f"{path}:{lineno}: not a JSON object ({error}).") from error
                 missing = [
                     k
                     for k in (image_column, caption_column)
                     if not isinstance(row, dict) or k not in row
                 ]
                 if missing:
-                    raise ValueError(
+                    raise DataError(
                         f"{path}:{lineno}: no key {missing[0]!r} in {line.strip()[:80]!r}; set "
                         "data.source.image_column and caption_column to the file's keys."
                     )
@@ -72,7 +74,7 @@ def read_pair_file(
         header = [h.strip() for h in next(reader, [])]
         for column in (image_column, caption_column):
             if column not in header:
-                raise ValueError(
+                raise DataError(
                     f"{path}:1: no column {column!r} in the header {header}; set "
                     "data.source.image_column and caption_column to the file's columns."
                 )
@@ -82,7 +84,7 @@ def read_pair_file(
                 continue
             where = f"{path}:{reader.line_num}"
             if len(row) != len(header):
-                raise ValueError(f"{where}: {len(row)} fields, but the header has {len(header)}.")
+                raise DataError(f"{where}: {len(row)} fields, but the header has {len(header)}.")
             _add(captions, where, row[image_at], row[caption_at])
     return captions
 
@@ -93,7 +95,7 @@ def seeded_split(
     """``names`` sorted, shuffled with ``seed`` and cut into val (``val_fraction``, at least
     one), test (``test_fraction``, possibly none) and train (the rest, at least one)."""
     if not 0 < val_fraction < 1 or not 0 <= test_fraction < 1:
-        raise ValueError(
+        raise ConfigError(
             f"data.val_fraction={val_fraction} must be in (0, 1) and data.test_fraction="
             f"{test_fraction} in [0, 1)."
         )
@@ -102,7 +104,7 @@ def seeded_split(
     val = max(1, round(len(shuffled) * val_fraction))
     test = round(len(shuffled) * test_fraction)
     if len(shuffled) - val - test < 1:
-        raise ValueError(
+        raise ConfigError(
             f"{len(shuffled)} images are too few for data.val_fraction={val_fraction} and "
             f"data.test_fraction={test_fraction} to leave any for training."
         )

@@ -23,7 +23,7 @@ expansion and key grouping:
   and stops after that many samples (open_clip's ``--dataset-resampled``), so every rank reads
   the same number of batches, as DDP needs;
 * a shard that cannot be opened or read raises :class:`ShardError` naming it; a sample
-  without an image or a caption, or whose image cannot be decoded, raises ValueError naming
+  without an image or a caption, or whose image cannot be decoded, raises a DataError naming
   the shard and key, or, with ``skip_bad``, is left out with a logged warning.
 
 Items are ``(image (3, H, W) float32, caption, image_id)``: ``image_id`` is a stable 63-bit
@@ -54,7 +54,7 @@ from webdataset.tariterators import group_by_keys, tar_file_expander
 from webdataset.utils import pytorch_worker_info
 
 from glimpse.data.images.decode import SHOWN_BAD_FILES, CorruptImageError, open_rgb
-from glimpse.errors import DataError
+from glimpse.errors import ConfigError, DataError, MissingFileError
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def expand_shards(shards: str | Sequence[str]) -> list[str]:
     patterns = [shards] if isinstance(shards, str) else list(shards)
     urls = [url for pattern in patterns for url in expand_urls(str(pattern))]
     if not urls:
-        raise ValueError(f"The shard pattern {shards!r} names no shard.")
+        raise ConfigError(f"The shard pattern {shards!r} names no shard.")
     return urls
 
 
@@ -92,7 +92,7 @@ def check_local_shards(urls: Sequence[str], what: str) -> None:
     files (URLs are only checked when read)."""
     missing = [u for u in urls if is_local(u) and not local_path(u).is_file()]
     if missing:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{len(missing)} of the {len(urls)} shards of {what} are not files, e.g. "
             f"{', '.join(missing[:SHOWN_BAD_FILES])}; check the shard pattern."
         )
@@ -217,7 +217,9 @@ class TarShardPairs(IterableDataset):
         if split_by not in ("shards", "samples"):
             raise ValueError(f"split_by={split_by!r} must be shards or samples.")
         if samples_per_epoch is not None and samples_per_epoch < 1:
-            raise ValueError(f"samples_per_epoch={samples_per_epoch} must be at least 1.")
+            raise ConfigError(
+                f"data.source.samples_per_epoch={samples_per_epoch} must be at least 1, or null."
+            )
         self.urls = list(urls)
         self.transform = transform
         self.shuffle, self.shuffle_buffer, self.seed = shuffle, shuffle_buffer, seed
@@ -254,7 +256,7 @@ class TarShardPairs(IterableDataset):
                 found = True
                 yield record
             empty = 0 if found else empty + 1
-        raise ValueError(
+        raise DataError(
             f"None of the {len(self.urls)} shards, e.g. {self.urls[0]}, holds a sample."
         )
 
@@ -297,7 +299,7 @@ class TarShardPairs(IterableDataset):
         if problem is None:
             return self.transform(image), caption, image_id(record["__url__"], record["__key__"])
         if not self.skip_bad:
-            raise ValueError(f"The {problem}; fix the shard or set data.source.skip_bad=true.")
+            raise DataError(f"The {problem}; fix the shard or set data.source.skip_bad=true.")
         log.warning("Skipped the %s.", problem)
         return None
 

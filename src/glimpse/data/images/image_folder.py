@@ -59,7 +59,7 @@ from glimpse.data.images.transforms import (
     train_transform,
 )
 from glimpse.data.spec import DataSpec
-from glimpse.errors import ConfigError
+from glimpse.errors import ConfigError, DataError, MissingFileError
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def class_folders(folder: Path) -> list[str]:
     """The class folder names under ``folder``, sorted; hidden folders (``.ipynb_checkpoints``
     and the like) are not classes."""
     if not folder.is_dir():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{folder} does not exist; data.root must hold train/ and val/ folders with one "
             "subfolder of images per class."
         )
@@ -209,13 +209,13 @@ class ImageFolderDataModule(GlimpseDataModule):
         if self.class_name_map is not None:
             missing = [f for f in folders if f not in self.class_name_map]
             if missing:
-                raise ValueError(
+                raise ConfigError(
                     f"data.class_names has no name for the class folder(s) {', '.join(missing)} "
                     f"of {self.root / 'train'}."
                 )
             names = [self.class_name_map[f] for f in folders]
         if len(folders) < 2:
-            raise ValueError(
+            raise DataError(
                 f"{self.root / 'train'} holds {len(folders)} class folder(s); classification "
                 "needs at least 2."
             )
@@ -244,7 +244,7 @@ class ImageFolderDataModule(GlimpseDataModule):
         if split != "train" and self.ALL_FOLDERS_ARE_CLASSES:
             extra = sorted(set(class_folders(folder)) - set(classes))
             if extra:
-                raise ValueError(
+                raise DataError(
                     f"{folder} has class folder(s) {', '.join(extra)} that {self.root / 'train'} "
                     "lacks; every class needs training images."
                 )
@@ -269,7 +269,7 @@ class ImageFolderDataModule(GlimpseDataModule):
             counts.max(),
         )
         if len(dataset) == 0:
-            raise ValueError(f"{folder} holds no images in the class folders of the train split.")
+            raise DataError(f"{folder} holds no images in the class folders of the train split.")
         return dataset
 
     def _verify(self, dataset: ClassFolder, split: str, folder: Path) -> None:

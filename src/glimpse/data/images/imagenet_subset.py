@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from glimpse.data.images.image_folder import ImageFolderDataModule, class_folders
+from glimpse.errors import ConfigError, DataError, MissingFileError
 
 #: ImageNet-100 (Tian et al. 2019, "Contrastive Multiview Coding", arXiv:1906.05849), in the
 #: order of ``imagenet100.txt`` in github.com/HobbitLong/CMC.
@@ -63,7 +64,7 @@ def resolve_classes(classes: str | os.PathLike | Sequence[str]) -> tuple[list[st
         return list(CLASS_LISTS[classes]), classes
     if isinstance(classes, str | os.PathLike):
         if not Path(classes).is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"data.classes={classes} is neither a shipped class list "
                 f"({', '.join(CLASS_LISTS)}) nor a file of wnids."
             )
@@ -80,7 +81,7 @@ def read_synset_mapping(path: Path) -> dict[str, str]:
         wnid, _, words = line.strip().partition(" ")
         name = words.split(",", 1)[0].strip()
         if not name:
-            raise ValueError(
+            raise DataError(
                 f"{path}, line {number}, is not '<wnid> <name>[, <other names>]': {line!r}."
             )
         names[wnid] = name
@@ -114,9 +115,9 @@ class ImageNetSubsetDataModule(ImageFolderDataModule):
         wnids, self.class_source = resolve_classes(classes)
         duplicates = sorted({w for w in wnids if wnids.count(w) > 1})
         if duplicates:
-            raise ValueError(f"data.classes names {', '.join(duplicates)} more than once.")
+            raise ConfigError(f"data.classes names {', '.join(duplicates)} more than once.")
         if len(wnids) < 2:
-            raise ValueError(
+            raise ConfigError(
                 f"data.classes ({self.class_source}) holds {len(wnids)} wnid(s); "
                 "classification needs at least 2."
             )
@@ -141,14 +142,14 @@ class ImageNetSubsetDataModule(ImageFolderDataModule):
         train = self.root / "train"
         missing = sorted(set(self.classes) - set(class_folders(train)))
         if missing:
-            raise ValueError(
+            raise DataError(
                 f"{', '.join(missing)} of data.classes ({self.class_source}) "
                 f"{'is not a class folder' if len(missing) == 1 else 'are not class folders'} "
                 f"of {train}."
             )
         val = self.root / "val"
         if val.is_dir() and not class_folders(val):
-            raise ValueError(
+            raise DataError(
                 f"{val} has no class folders; sort ImageNet's validation images into "
                 "val/<wnid>/ folders first (for example with valprep.sh)."
             )
@@ -158,9 +159,9 @@ class ImageNetSubsetDataModule(ImageFolderDataModule):
         if self.synset_mapping is None and not path.is_file():
             return None
         if not path.is_file():
-            raise FileNotFoundError(f"data.synset_mapping={path} does not exist.")
+            raise MissingFileError(f"data.synset_mapping={path} does not exist.")
         names = read_synset_mapping(path)
         unnamed = [wnid for wnid in self.classes if wnid not in names]
         if unnamed:
-            raise ValueError(f"{path} has no line for {', '.join(unnamed)}.")
+            raise DataError(f"{path} has no line for {', '.join(unnamed)}.")
         return {wnid: names[wnid] for wnid in self.classes}

@@ -36,7 +36,7 @@ from pathlib import Path
 from glimpse.data.download import download_file, extract_into
 from glimpse.data.images.image_folder import ImageFolderDataModule
 from glimpse.data.spec import DataSpec
-from glimpse.errors import DataError
+from glimpse.errors import ConfigError, DataError, MissingFileError
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +102,10 @@ def release_name(dataset: str, variant: str | int) -> str:
     ``("imagenette", "160")``; ``variant`` is ``full``, ``320`` or ``160`` (``320px`` and
     ``160px`` are accepted too)."""
     if dataset not in DATASETS:
-        raise ValueError(f"Unknown data.dataset={dataset!r}; use imagenette or imagewoof.")
+        raise ConfigError(f"Unknown data.dataset={dataset!r}; use imagenette or imagewoof.")
     key = str(variant).removesuffix("px")
     if key not in VARIANT_SUFFIXES:
-        raise ValueError(f"Unknown data.variant={variant!r}; use full, 320 or 160.")
+        raise ConfigError(f"Unknown data.variant={variant!r}; use full, 320 or 160.")
     return f"{dataset}2{VARIANT_SUFFIXES[key]}"
 
 
@@ -178,7 +178,7 @@ class ImagenetteDataModule(ImageFolderDataModule):
         exists."""
         if not self.download:
             if not self.root.is_dir():
-                raise FileNotFoundError(
+                raise MissingFileError(
                     f"data.root={self.root} does not exist; point it at an extracted "
                     f"{self.release} folder (holding train/ and val/), or leave it null to "
                     f"download {self.url}."
@@ -215,7 +215,7 @@ class ImagenetteDataModule(ImageFolderDataModule):
                 if missing
                 else f"holds folder(s) {', '.join(extra)} that are no {self.dataset_name} class"
             )
-            raise ValueError(
+            raise DataError(
                 f"{self.root / 'train'} {problem}; data.root must be a whole {self.release} "
                 "release."
             )

@@ -9,6 +9,8 @@ from typing import Literal
 import torch
 from torchvision.transforms import v2
 
+from glimpse.errors import ConfigError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -44,7 +46,7 @@ def train_transform(
     elif auto_augment == "randaugment":
         steps.append(v2.RandAugment(randaugment_num_ops, randaugment_magnitude))
     elif auto_augment is not None:
-        raise ValueError(
+        raise ConfigError(
             f"Unknown data.auto_augment={auto_augment!r}; use trivialaugment, randaugment or null."
         )
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
@@ -63,7 +65,7 @@ def eval_transform(
     side resized to ``int(image_size / crop_ratio)``, then the centre ``image_size`` square
     (224 from 256 with the usual ``crop_ratio`` 0.875)."""
     if not 0 < crop_ratio <= 1:
-        raise ValueError(f"data.crop_ratio={crop_ratio} must be in (0, 1].")
+        raise ConfigError(f"data.crop_ratio={crop_ratio} must be in (0, 1].")
     return v2.Compose(
         [
             v2.ToImage(),

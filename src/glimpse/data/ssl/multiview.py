@@ -36,6 +36,7 @@ from glimpse.data.images.image_folder import (
 )
 from glimpse.data.spec import DataSpec
 from glimpse.data.ssl.views import MultiViewTransform, ViewRecipe
+from glimpse.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -135,13 +136,13 @@ class MultiViewDataModule(GlimpseDataModule):
     ) -> None:
         super().__init__(batch_size, num_workers=num_workers, pin_memory=pin_memory)
         if not isinstance(base, ImageFolderDataModule):
-            raise ValueError(
+            raise ConfigError(
                 f"data.base is a {type(base).__name__}; multi-view data needs a labelled image "
                 "datamodule (data.base composed from shapes, imagenette, imagewoof, imagefolder "
                 "or imagenet_subset)."
             )
         if base.decode_device != "cpu":
-            raise ValueError(
+            raise ConfigError(
                 f"data.base.decode_device={base.decode_device} is not supported: multi-view "
                 "crops are drawn in the DataLoader workers; set data.base.decode_device=cpu."
             )

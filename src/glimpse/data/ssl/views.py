@@ -40,6 +40,8 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms import InterpolationMode, v2
 
+from glimpse.errors import ConfigError
+
 #: The recipes: BYOL's two views, or DINO's two global and ``num_local`` local crops.
 BYOL = "byol"
 MULTICROP = "multicrop"
@@ -64,7 +66,7 @@ LOCAL_VIEW_PROBABILITIES = (0.5, 0.0)
 def _pair(name: str, value: Sequence[float]) -> tuple[float, float]:
     pair = tuple(float(v) for v in value)
     if len(pair) != 2 or not 0 < pair[0] <= pair[1]:
-        raise ValueError(f"data.views.{name}={list(value)} must be two numbers 0 < low <= high.")
+        raise ConfigError(f"data.views.{name}={list(value)} must be two numbers 0 < low <= high.")
     return pair
 
 
@@ -92,18 +94,18 @@ class ViewRecipe:
 
     def __post_init__(self) -> None:
         if self.kind not in VIEW_KINDS:
-            raise ValueError(f"Unknown data.views.kind={self.kind!r}; use byol or multicrop.")
+            raise ConfigError(f"Unknown data.views.kind={self.kind!r}; use byol or multicrop.")
         scale = DEFAULT_GLOBAL_SCALE[self.kind] if self.global_scale is None else self.global_scale
         object.__setattr__(self, "global_scale", _pair("global_scale", scale))
         object.__setattr__(self, "local_scale", _pair("local_scale", self.local_scale))
         object.__setattr__(self, "blur_sigma", _pair("blur_sigma", self.blur_sigma))
         for name, scale in (("global_scale", self.global_scale), ("local_scale", self.local_scale)):
             if scale[1] > 1:
-                raise ValueError(f"data.views.{name}={list(scale)} must not exceed 1 (the image).")
+                raise ConfigError(f"data.views.{name}={list(scale)} must not exceed 1 (the image).")
         object.__setattr__(self, "num_local", int(self.num_local))
         object.__setattr__(self, "local_size", int(self.local_size))
         if self.num_local < 0 or self.local_size < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"data.views.num_local={self.num_local} must be >= 0 and "
                 f"data.views.local_size={self.local_size} >= 1."
             )
@@ -115,7 +117,7 @@ class ViewRecipe:
         known = [f.name for f in fields(cls)]
         unknown = sorted(set(views) - set(known))
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"Unknown data.views key(s) {', '.join(unknown)}; the keys are {', '.join(known)}."
             )
         return cls(**views)

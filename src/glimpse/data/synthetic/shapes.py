@@ -40,6 +40,8 @@ from types import MappingProxyType
 import numpy as np
 from PIL import Image, ImageDraw
 
+from glimpse.errors import ConfigError, DataError
+
 RGB = tuple[int, int, int]
 
 KINDS = ("circle", "square", "triangle", "pentagon", "hexagon", "star", "cross")
@@ -468,16 +470,16 @@ def describe(scene: Scene, rng: np.random.Generator) -> str:
 def _staged(root: Path | str, overwrite: bool) -> Iterator[Path]:
     """Yield an empty folder beside ``root`` to write into; on success it replaces ``root``.
 
-    Raises ValueError naming ``root`` when it is a file, or a non-empty folder and not
-    ``overwrite``. On failure the partial folder is removed and ``root`` is left as it was.
-    When another process has filled ``root`` meanwhile (two runs generating the same dataset),
-    its folder is kept and this one discarded, unless ``overwrite``.
+    Raises :class:`~glimpse.errors.DataError` naming ``root`` when it is a file, or a non-empty
+    folder and not ``overwrite``. On failure the partial folder is removed and ``root`` is left as
+    it was. When another process has filled ``root`` meanwhile (two runs generating the same
+    dataset), its folder is kept and this one discarded, unless ``overwrite``.
     """
     root = Path(root).resolve()
     if root.exists() and not root.is_dir():
-        raise ValueError(f"{root} exists and is not a folder.")
+        raise DataError(f"{root} exists and is not a folder.")
     if root.is_dir() and any(root.iterdir()) and not overwrite:
-        raise ValueError(
+        raise DataError(
             f"Target folder {root} is not empty; choose a new or empty folder, or pass "
             "overwrite=True (--overwrite) to replace its contents."
         )
@@ -505,7 +507,7 @@ def _save_jpeg(image: Image.Image, path: Path) -> None:
 
 def _check_size(image_size: int) -> None:
     if image_size < MIN_IMAGE_SIZE:
-        raise ValueError(f"image_size {image_size} is too small; use at least {MIN_IMAGE_SIZE}.")
+        raise ConfigError(f"image_size {image_size} is too small; use at least {MIN_IMAGE_SIZE}.")
 
 
 def _split_counts(num: int, splits: Mapping[str, float]) -> dict[str, int]:
@@ -515,7 +517,9 @@ def _split_counts(num: int, splits: Mapping[str, float]) -> dict[str, int]:
     counts = {name: max(1, round(num * splits[name] / max(total, 1e-9))) for name in names[1:]}
     first = num - sum(counts.values())
     if total <= 0 or first < 1:
-        raise ValueError(f"{num} images are too few to give each of the splits {dict(splits)} one.")
+        raise ConfigError(
+            f"{num} images are too few to give each of the splits {dict(splits)} one."
+        )
     return {names[0]: first, **counts}
 
 
@@ -681,9 +685,9 @@ def write_pairs(
     :func:`kinds_caption` (the shape kinds only)."""
     _check_size(image_size)
     if num_images < 1:
-        raise ValueError(f"num_images must be at least 1, not {num_images}.")
+        raise ConfigError(f"num_images must be at least 1, not {num_images}.")
     if captions not in PAIR_CAPTIONS:
-        raise ValueError(f"captions={captions!r} must be one of {', '.join(PAIR_CAPTIONS)}.")
+        raise ConfigError(f"captions={captions!r} must be one of {', '.join(PAIR_CAPTIONS)}.")
     with _staged(root, overwrite) as stage:
         (stage / "images").mkdir()
         with open(stage / "pairs.csv", "w", newline="", encoding="utf-8") as handle:

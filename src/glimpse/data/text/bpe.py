@@ -38,6 +38,8 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from torch import Tensor
 
+from glimpse.errors import ConfigError, DataError
+
 # The library parallelises within a process; a DataLoader worker forked after that prints a
 # warning and turns parallelism off. Off from the start unless the user chose.
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -108,12 +110,12 @@ class BPETokenizer:
         process."""
         smallest = 256 + 3
         if vocab_size < smallest:
-            raise ValueError(
+            raise ConfigError(
                 f"data.vocab_size={vocab_size} is too small: the bytes and special tokens "
                 f"alone take {smallest} ids."
             )
         if min_frequency < 1:
-            raise ValueError(f"data.min_frequency={min_frequency} must be at least 1.")
+            raise ConfigError(f"data.min_frequency={min_frequency} must be at least 1.")
         tokenizer = Tokenizer(models.BPE())
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
         tokenizer.decoder = decoders.ByteLevel()
@@ -201,7 +203,7 @@ class BPETokenizer:
     def from_dict(cls, data: Mapping[str, Any]) -> BPETokenizer:
         """The tokenizer that :meth:`to_dict` described."""
         if data.get("type") != "bpe" or "tokenizer" not in data:
-            raise ValueError(
+            raise ConfigError(
                 f"Not a BPE tokenizer's dict (keys {sorted(data)}); it is made by "
                 "BPETokenizer.to_dict()."
             )
@@ -226,7 +228,7 @@ class BPETokenizer:
         try:
             return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
         except (json.JSONDecodeError, ValueError) as error:
-            raise ValueError(f"{path} is not a saved BPE tokenizer ({error}).") from error
+            raise DataError(f"{path} is not a saved BPE tokenizer ({error}).") from error
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, BPETokenizer) and self.to_dict() == other.to_dict()

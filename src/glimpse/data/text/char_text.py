@@ -22,6 +22,7 @@ from glimpse.data.text.corpora import (
 )
 from glimpse.data.text.streams import RandomWindows, StreamBatches, StreamLoader
 from glimpse.data.text.vocab import CharVocab
+from glimpse.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +68,13 @@ class CharTextDataModule(GlimpseDataModule):
     ) -> None:
         super().__init__(batch_size, num_workers=num_workers)
         if corpus not in ("shakespeare", "text", "pystdlib"):
-            raise ValueError(f"Unknown data.corpus={corpus!r}; use shakespeare, text or pystdlib.")
+            raise ConfigError(f"Unknown data.corpus={corpus!r}; use shakespeare, text or pystdlib.")
         if corpus == "text" and not path:
-            raise ValueError("data.corpus=text needs data.path=/path/to/file.txt.")
+            raise ConfigError("data.corpus=text needs data.path=/path/to/file.txt.")
         if batching not in ("stream", "windows"):
-            raise ValueError(f"Unknown data.batching={batching!r}; use stream or windows.")
+            raise ConfigError(f"Unknown data.batching={batching!r}; use stream or windows.")
         if len(splits) != 3 or any(f <= 0 for f in splits) or abs(sum(splits) - 1) > 1e-6:
-            raise ValueError(
+            raise ConfigError(
                 f"data.splits={list(splits)} must be three positive fractions summing to 1."
             )
         self.corpus = corpus
@@ -164,7 +165,7 @@ class CharTextDataModule(GlimpseDataModule):
         for name, length in lengths.items():
             needed = streams * (self.seq_len + 1)
             if length < needed:
-                raise ValueError(
+                raise ConfigError(
                     f"data.seq_len={self.seq_len} is too long for the {name} split of "
                     f"{self.corpus} ({length} characters; {streams} stream(s) of "
                     f"seq_len + 1 need {needed}); lower data.seq_len or data.batch_size."
