@@ -23,13 +23,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-import lightning as L
 import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
 from glimpse.batches import SENTENCE_PAIRS, SentencePairs
+from glimpse.data.base import SPLITS, GlimpseDataModule
 from glimpse.data.download import file_digest
 from glimpse.data.formats.pair_files import seeded_split
 from glimpse.data.formats.sentence_pairs import read_sentence_pairs
@@ -43,8 +43,6 @@ from glimpse.data.text.sequence_tokenizers import (
 from glimpse.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("train", "val", "test")
 
 
 class PairGroup(NamedTuple):
@@ -85,7 +83,7 @@ def collate_pairs(groups: Sequence[PairGroup]) -> SentencePairs:
     )
 
 
-class SentencePairDataModule(L.LightningDataModule):
+class SentencePairDataModule(GlimpseDataModule):
     """Translation pairs from one TSV or CSV file.
 
     Args:
@@ -125,7 +123,7 @@ class SentencePairDataModule(L.LightningDataModule):
         batch_size: int = 64,
         num_workers: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, num_workers=num_workers)
         if not path:
             raise ConfigError(
                 "data=text_pairs needs data.path=/path/to/pairs.tsv, a file of "
@@ -140,9 +138,7 @@ class SentencePairDataModule(L.LightningDataModule):
         self.max_len, self.min_freq, self.vocab_size = max_len, min_freq, vocab_size
         self.fractions = (val_fraction, test_fraction)
         self.seed = seed
-        self.batch_size, self.num_workers = batch_size, num_workers
         self.datasets: dict[str, PairGroups] = {}
-        self._spec: DataSpec | None = None
 
     def prepare_data(self) -> None:
         """Nothing to download; the file is read (and checked) in :meth:`setup`."""
@@ -260,13 +256,9 @@ class SentencePairDataModule(L.LightningDataModule):
             )
         return groups, kept, removed
 
-    @property
-    def spec(self) -> DataSpec:
-        if self._spec is None:
-            raise RuntimeError("Call prepare_data() and setup() before reading the spec.")
-        return self._spec
-
-    def _loader(self, split: str) -> DataLoader:
+    def split_loader(self, split: str) -> DataLoader:
+        """The split's pairs (training: shuffled, every pair; evaluation: each source once with
+        all its references)."""
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size,
@@ -275,15 +267,6 @@ class SentencePairDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
 
 
 __all__ = ["PairGroup", "PairGroups", "SentencePairDataModule", "collate_pairs"]
