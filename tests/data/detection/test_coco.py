@@ -20,12 +20,8 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from glimpse.batches import DETECTION, DetectionBatch
-from glimpse.data.detection.coco import (
-    ARCHIVES,
-    PUBLISHED_MD5,
-    CocoDetectionDataModule,
-    open_annotated,
-)
+from glimpse.data.coco2017 import ARCHIVES, PUBLISHED_MD5
+from glimpse.data.detection.coco import CocoDetectionDataModule, open_annotated
 from glimpse.data.download import DownloadError
 from glimpse.data.images.decode import CorruptImageError
 from glimpse.data.spec import DataSpec

@@ -193,7 +193,7 @@ def test_a_truncated_jpeg_fails_setup_naming_the_file(shapes_root, tmp_path):
 def test_skip_corrupt_leaves_bad_files_out_and_counts_them(shapes_root, tmp_path, caplog):
     root, truncated, garbage = _corrupt_tree(shapes_root, tmp_path)
     data = _datamodule(root, skip_corrupt=True)
-    with caplog.at_level(logging.WARNING, logger="glimpse.data.images.image_folder"):
+    with caplog.at_level(logging.WARNING, logger="glimpse.data.images.decode"):
         data.setup("fit")
     paths = {Path(p) for p, _ in data.dataset("train").samples}
     assert len(paths) == 21 and truncated not in paths and garbage not in paths

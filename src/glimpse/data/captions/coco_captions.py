@@ -14,7 +14,7 @@
   (``<filepath>/<filename>`` under ``root``) is used when the 2017 file is absent.
 
 ``download=True`` fetches what ``root`` lacks of the release from COCO's addresses, checked
-against the published md5s (:func:`glimpse.data.detection.coco.fetch_coco2017`, shared with the
+against the published md5s (:func:`glimpse.data.coco2017.fetch_coco2017`, shared with the
 detection data). Karpathy's split file is not downloaded.
 """
 
@@ -27,7 +27,7 @@ from typing import Literal
 
 from glimpse.data.captions.datamodule import CaptionDataModule
 from glimpse.data.captions.splits import SplitSource, image_files
-from glimpse.data.detection.coco import BASE_URL, PUBLISHED_MD5, fetch_coco2017
+from glimpse.data.coco2017 import BASE_URL, PUBLISHED_MD5, fetch_coco2017
 from glimpse.data.formats.caption_files import read_coco_captions, read_karpathy_split
 from glimpse.errors import ConfigError, MissingFileError
 
@@ -48,7 +48,7 @@ class CocoCaptionsDataModule(CaptionDataModule):
         karpathy_file: Karpathy's ``dataset_coco.json``; None is ``root/dataset_coco.json``.
         download: fetch the COCO 2017 archives providing what ``root`` lacks.
         base_url: a mirror of COCO's download host; None is
-            :data:`~glimpse.data.detection.coco.BASE_URL`.
+            :data:`~glimpse.data.coco2017.BASE_URL`.
         md5: md5s replacing the published ones, by archive name (for a mirror).
         min_word_freq: see :class:`~glimpse.data.captions.datamodule.CaptionDataModule` (5 is
             usual).

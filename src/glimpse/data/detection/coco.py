@@ -8,7 +8,8 @@
   ``i``-th, and the spec's ``metadata["category_ids"][i]`` maps it back to the file's
   ``category_id`` (COCO's 80 ids run from 1 to 90 with gaps). Every annotation file must list
   the same categories;
-* crowd annotations (``iscrowd=1``) are left out of the targets, as in DETR; boxes are
+* the splits' targets are read by :mod:`glimpse.data.detection.coco_annotations`: crowd
+  annotations (``iscrowd=1``) are left out of the targets, as in DETR; boxes are
   clipped to the image, and those with no width or height left are dropped (both counted,
   the dropped boxes with a warning); images without boxes are kept: they teach the model to
   predict no object;
@@ -20,10 +21,9 @@
   restricted to it is written (atomically, named by its contents' hash) under ``cache_dir``,
   and the spec's ``metadata["annotation_files"]`` names it, so that COCOeval scores exactly
   the images and categories evaluated;
-* ``download`` fetches from COCO's published addresses (:data:`ARCHIVES`, checked against
-  :data:`PUBLISHED_MD5`) the archives that provide what ``root`` lacks, extracts each into a
-  hidden temporary folder inside ``root``, moves its folders and files into place (whole or
-  not at all) and deletes the archive.
+* ``download`` fetches from COCO's published addresses the archives that provide what
+  ``root`` lacks (:func:`glimpse.data.coco2017.fetch_coco2017`: md5-checked, each path
+  placed whole or not at all).
 
 Images are decoded on their stored pixel grid, the one COCO's annotations use; when an
 annotation's ``width`` and ``height`` only match the image turned upright by its EXIF
@@ -34,26 +34,28 @@ written in this format: :class:`~glimpse.data.synthetic.datamodules.ShapesDetect
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import random
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image, ImageOps
-from pycocotools.coco import COCO
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from glimpse.batches import DETECTION
 from glimpse.data.base import SPLITS, STAGE_SPLITS, GlimpseDataModule, normalisation
+from glimpse.data.coco2017 import BASE_URL, PUBLISHED_MD5, fetch_coco2017
+from glimpse.data.detection.coco_annotations import (
+    DetectionSplit,
+    categories,
+    index_split,
+    select_categories,
+    write_restricted,
+)
 from glimpse.data.detection.transforms import (
     DETR_SCALES,
     DetectionSample,
@@ -62,208 +64,17 @@ from glimpse.data.detection.transforms import (
     to_target,
     train_transform,
 )
-from glimpse.data.download import download_file, extract_into
-from glimpse.data.images.decode import SHOWN_BAD_FILES, CorruptImageError, to_rgb
+from glimpse.data.images.decode import CorruptImageError, to_rgb
 from glimpse.data.images.transforms import IMAGENET_MEAN, IMAGENET_STD
 from glimpse.data.spec import DataSpec
-from glimpse.errors import ConfigError, DataError, MissingFileError
+from glimpse.errors import ConfigError, DataError
 from glimpse.utils.coco import load_coco
 
 log = logging.getLogger(__name__)
 
-#: COCO's download host (https://cocodataset.org/#download).
-BASE_URL = "http://images.cocodataset.org/"
-#: COCO 2017's archives: name -> (address under :data:`BASE_URL`, the paths under ``root``
-#: it provides). The zips hold ``train2017/``, ``val2017/`` and ``annotations/`` at their top.
-ARCHIVES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "train2017.zip": ("zips/train2017.zip", ("train2017",)),
-    "val2017.zip": ("zips/val2017.zip", ("val2017",)),
-    "annotations_trainval2017.zip": (
-        "annotations/annotations_trainval2017.zip",
-        (
-            "annotations/instances_train2017.json",
-            "annotations/instances_val2017.json",
-            "annotations/captions_train2017.json",
-            "annotations/captions_val2017.json",
-        ),
-    ),
-}
-#: The archives' md5s as PaddleDetection publishes them (``ppdet/utils/download.py``,
-#: ``DATASETS["coco"]``), the same values that MLCommons' training references list. gluon-cv
-#: (``scripts/datasets/mscoco.py``) publishes sha1s of the same files: train2017.zip
-#: 10ad623668ab00c62c096f0ed636d6aff41faca5, val2017.zip
-#: 4950dc9d00dbe1c933ee0170f5797584351d2a41, annotations_trainval2017.zip
-#: 8551ee4bb5860311e79dace7e79cb91e432e78b3. Sizes: 18 GiB, 778 MiB and 241 MiB.
-PUBLISHED_MD5 = {
-    "train2017.zip": "cced6f7f71b7629ddf16f17bbcfab6b2",
-    "val2017.zip": "442b8da7639aecaf257c1dceb8ba8c80",
-    "annotations_trainval2017.zip": "f4bbac642086de4f52a3fdda2de5fa2c",
-}
 #: EXIF orientations that swap an image's width and height.
 TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 EXIF_ORIENTATION = 0x0112
-
-
-def categories(coco: COCO) -> dict[int, str]:
-    """Category id -> name, in increasing id order."""
-    return {int(i): str(coco.cats[i]["name"]) for i in sorted(coco.cats)}
-
-
-def select_categories(known: Mapping[int, str], names: Sequence[str] | None) -> list[int]:
-    """The ids of the categories named ``names`` (all for None), in increasing order."""
-    if names is None:
-        return sorted(known)
-    unknown = sorted(set(names) - set(known.values()))
-    if unknown:
-        raise ConfigError(
-            f"data.subset_categories names {', '.join(unknown)}, which the annotation file "
-            f"lacks; its categories include {', '.join(list(known.values())[:10])}."
-        )
-    return sorted(i for i, name in known.items() if name in set(names))
-
-
-@dataclass(frozen=True)
-class DetectionSplit:
-    """One split's images and their training targets, in the annotation file's order.
-
-    ``boxes[i]`` is ``(n, 4)`` float32 ``xyxy`` in pixels of image ``i`` (clipped to it),
-    ``labels[i]`` ``(n,)`` int64; ``sizes[i]`` is its ``(h, w)`` as annotated.
-    ``annotation_file`` is the file COCOeval should score the split against.
-    """
-
-    image_ids: tuple[int, ...]
-    paths: tuple[Path, ...]
-    sizes: tuple[tuple[int, int], ...]
-    boxes: tuple[np.ndarray, ...]
-    labels: tuple[np.ndarray, ...]
-    annotation_file: Path
-    counts: dict[str, int] = field(default_factory=dict)
-
-
-def _selected_images(
-    coco: COCO, category_ids: list[int], fraction: float | None, seed: int
-) -> list[dict]:
-    """The image records kept: with fewer categories than the file's, those holding a
-    non-crowd annotation of one; then a seeded ``fraction`` of them."""
-    images = list(coco.dataset.get("images", []))
-    if len(category_ids) < len(coco.cats):
-        wanted = set(category_ids)
-        images = [
-            image
-            for image in images
-            if any(
-                a["category_id"] in wanted and not a.get("iscrowd", 0)
-                for a in coco.imgToAnns.get(image["id"], [])
-            )
-        ]
-    if fraction is not None and images:
-        count = max(1, round(fraction * len(images)))
-        chosen = set(random.Random(seed).sample(range(len(images)), count))
-        images = [image for i, image in enumerate(images) if i in chosen]
-    return images
-
-
-def index_split(
-    coco: COCO,
-    annotation_file: Path,
-    image_dir: Path,
-    category_ids: list[int],
-    fraction: float | None = None,
-    seed: int = 0,
-) -> DetectionSplit:
-    """The split's kept images (see :func:`_selected_images`) and their targets: crowd
-    annotations left out, boxes clipped to the image and dropped when empty, each counted.
-
-    Raises :class:`~glimpse.errors.DataError` naming the file for an image without
-    ``width``/``height`` or an annotation of an unlisted category, and
-    :class:`~glimpse.errors.MissingFileError` when image files are missing.
-    """
-    label_of = {c: i for i, c in enumerate(category_ids)}
-    images = _selected_images(coco, category_ids, fraction, seed)
-    ids, paths, sizes, all_boxes, all_labels, missing = [], [], [], [], [], []
-    crowd = degenerate = 0
-    for image in images:
-        if "width" not in image or "height" not in image:
-            raise DataError(f"Image {image['id']} of {annotation_file} has no width or height.")
-        width, height = int(image["width"]), int(image["height"])
-        boxes, labels = [], []
-        for annotation in coco.imgToAnns.get(image["id"], []):
-            category = annotation["category_id"]
-            if category not in coco.cats:
-                raise DataError(
-                    f"Annotation {annotation.get('id')} of {annotation_file} has category_id "
-                    f"{category}, which its categories do not list."
-                )
-            if category not in label_of:
-                continue
-            if annotation.get("iscrowd", 0):
-                crowd += 1
-                continue
-            x, y, w, h = (float(v) for v in annotation["bbox"])
-            x0, x1 = min(max(x, 0.0), width), min(max(x + w, 0.0), width)
-            y0, y1 = min(max(y, 0.0), height), min(max(y + h, 0.0), height)
-            if x1 <= x0 or y1 <= y0:
-                degenerate += 1
-                continue
-            boxes.append((x0, y0, x1, y1))
-            labels.append(label_of[category])
-        path = image_dir / image["file_name"]
-        if not path.is_file():
-            missing.append(str(path))
-        ids.append(int(image["id"]))
-        paths.append(path)
-        sizes.append((height, width))
-        all_boxes.append(np.asarray(boxes, dtype=np.float32).reshape(-1, 4))
-        all_labels.append(np.asarray(labels, dtype=np.int64))
-    if missing:
-        raise MissingFileError(
-            f"{len(missing)} of the {len(images)} images that {annotation_file} lists are "
-            f"missing from {image_dir}, e.g. {', '.join(missing[:SHOWN_BAD_FILES])}."
-        )
-    counts = {
-        "images": len(ids),
-        "boxes": sum(len(b) for b in all_boxes),
-        "crowd_excluded": crowd,
-        "degenerate_dropped": degenerate,
-        "images_without_boxes": sum(len(b) == 0 for b in all_boxes),
-    }
-    return DetectionSplit(
-        tuple(ids),
-        tuple(paths),
-        tuple(sizes),
-        tuple(all_boxes),
-        tuple(all_labels),
-        annotation_file,
-        counts,
-    )
-
-
-def write_restricted(
-    coco: COCO, image_ids: Sequence[int], category_ids: Sequence[int], folder: Path, stem: str
-) -> Path:
-    """An instances file with only ``image_ids`` and ``category_ids`` (and their annotations,
-    crowd ones included, as COCOeval ignores detections on them), written atomically to
-    ``folder/<stem>.<hash of its contents>.json`` unless already there; returns its path."""
-    kept_images, kept_categories = set(image_ids), set(category_ids)
-    document = {
-        "info": coco.dataset.get("info", {}),
-        "licenses": coco.dataset.get("licenses", []),
-        "images": [image for image in coco.dataset["images"] if image["id"] in kept_images],
-        "annotations": [
-            a
-            for a in coco.dataset.get("annotations", [])
-            if a["image_id"] in kept_images and a["category_id"] in kept_categories
-        ],
-        "categories": [c for c in coco.dataset["categories"] if c["id"] in kept_categories],
-    }
-    data = json.dumps(document).encode("utf-8")
-    path = folder / f"{stem}.{hashlib.sha256(data).hexdigest()[:16]}.json"
-    if not path.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.part")
-        partial.write_bytes(data)
-        os.replace(partial, path)
-    return path
 
 
 def open_annotated(path: Path, height: int, width: int) -> Image.Image:
@@ -330,37 +141,6 @@ class CocoDetectionDataset(Dataset):
             split.image_ids[index],
             (height, width),
         )
-
-
-def fetch_coco2017(
-    root: Path,
-    wanted: Sequence[str],
-    base_url: str = BASE_URL,
-    md5: Mapping[str, str] = PUBLISHED_MD5,
-) -> None:
-    """Download, verify and extract into ``root`` the COCO 2017 archives (:data:`ARCHIVES`)
-    providing the paths of ``wanted`` (relative to ``root``) that ``root`` lacks; each archive
-    is deleted once extracted. A lacking path no archive provides is a MissingFileError."""
-    lacking = sorted(p for p in wanted if not (root / p).exists())
-    provider = {p: name for name, (_, provides) in ARCHIVES.items() for p in provides}
-    unknown = [p for p in lacking if p not in provider]
-    if unknown:
-        raise MissingFileError(
-            f"{root / unknown[0]} does not exist and no COCO 2017 archive provides it; "
-            "data.download only fetches train2017/, val2017/ and annotations/."
-        )
-    root.mkdir(parents=True, exist_ok=True)
-    for name in sorted({provider[p] for p in lacking}):
-        address, provides = ARCHIVES[name]
-        archive = root / name
-        log.info("Downloading %s to %s", base_url + address, archive)
-        download_file(base_url + address, archive, md5=md5.get(name))
-        log.info("Extracting %s into %s", archive, root)
-        extract_into(archive, root)
-        absent = [p for p in provides if not (root / p).exists()]
-        if absent:
-            raise DataError(f"{archive} holds no {', '.join(absent)}; is it COCO's {name}?")
-        archive.unlink()
 
 
 class CocoDetectionDataModule(GlimpseDataModule):

@@ -1,14 +1,11 @@
 """Labelled images in ImageFolder layout (``root/<split>/<class>/<image>``) as LightningDataModules.
 
-* :func:`open_rgb` decodes one file the way real photo collections need: EXIF orientation
-  applied, grayscale, palette, CMYK, 16-bit and alpha images turned into 8-bit RGB, and any
-  unreadable file reported as a :class:`CorruptImageError` naming it.
-* :func:`train_transform` and :func:`eval_transform` build the torchvision.transforms.v2
-  pipelines from plain arguments (so from config).
 * :class:`ImageFolderDataModule` reads ``root/train`` and ``root/val`` (and ``root/test`` when
   present, else val again for testing) through :class:`torchvision.datasets.ImageFolder`.
 * With ``decode_device="cuda"`` the workers only read JPEG files, and the batch is decoded and
   augmented on the GPU (:mod:`glimpse.data.images.device_decode`).
+* Files are decoded by :func:`~glimpse.data.images.decode.open_rgb` and transformed by the
+  pipelines of :mod:`glimpse.data.images.transforms`.
 
 Corrupt files are found by a verification pass in :meth:`ImageFolderDataModule.setup`, not
 when a batch is loaded: the error (or the count of skipped files, with ``skip_corrupt``)
@@ -19,7 +16,7 @@ pass decodes each image fully (a truncated JPEG is only noticed when its last by
 missing), in JPEG draft mode (DCT-domain downscaling, which still reads every byte) and on
 ``num_workers`` threads (Pillow releases the GIL while decoding). Datasets too large to
 verify on every run can set ``verify=false``; a bad file then raises
-:class:`CorruptImageError` naming it when it is loaded.
+:class:`~glimpse.data.images.decode.CorruptImageError` naming it when it is loaded.
 """
 
 from __future__ import annotations
