@@ -25,6 +25,7 @@ from glimpse.evaluation import run_evaluation
 from glimpse.plotting import save_figure
 from glimpse.prediction import INPUT_KEYS, Prediction, PredictionInputs
 from glimpse.run_folder import write_result
+from glimpse.sweeps.resume import resume_point
 from glimpse.tasks.checkpoints import load_task
 from glimpse.tasks.compatibility import IncompatibleConfigError, check_compatible
 from glimpse.utils.console import console, print_config_tree, print_metrics
@@ -114,11 +115,21 @@ def _finish_loggers(loggers: list[Logger]) -> None:
 
 def train(cfg: DictConfig) -> float | None:
     """Fit the task the config names on its data, test the best checkpoint, and return the
-    value of ``cfg.optimized_metric`` (for Optuna sweeps), or None when it was not logged."""
+    value of ``cfg.optimized_metric`` (for Optuna sweeps), or None when it was not logged.
+
+    A job started again in its own folder (``resume_sweep=``, or requeued by SLURM) returns its
+    stored result when it had finished, and otherwise continues from its latest checkpoint
+    (:mod:`glimpse.sweeps.resume`)."""
     output_dir = Path(cfg.paths.output_dir)
     check_compatible(
         cfg.model._target_, cfg.data._target_, _config_dir(), (_choice("model"), _choice("data"))
     )
+    ckpt_path = cfg.get("ckpt_path")
+    resumed = resume_point(cfg, output_dir, in_sweep=_is_multirun())
+    if resumed is not None and resumed.result is not None:
+        return resumed.result.value
+    if resumed is not None and resumed.checkpoint is not None:
+        ckpt_path = str(resumed.checkpoint)
     _announce(cfg, output_dir)
     L.seed_everything(cfg.seed, workers=True)
 
@@ -136,7 +147,7 @@ def train(cfg: DictConfig) -> float | None:
         logger.log_hyperparams(task.run_config)
 
     with stop_after_step_on_ctrl_c(trainer) as interrupt:
-        trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
     if interrupt.requested:
         _finish_loggers(loggers)
         _stopped_by_ctrl_c(trainer, output_dir)

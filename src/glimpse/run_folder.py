@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from glimpse.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,9 @@ LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 #: The keys of a metrics.jsonl record that are not metric values.
 RECORD_KEYS = ("stage", "step", "epoch")
 
+#: Config keys that say how a run was started, not what it trains.
+LAUNCH_KEYS = frozenset({"ckpt_path", "resume_sweep"})
+
 
 @dataclass(frozen=True)
 class RunResult:
@@ -41,6 +46,23 @@ class RunResult:
     optimized_metric: str
     value: float | None
     metrics: dict[str, float]
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """The run's resolved config (``config_resolved.yaml``) as plain containers."""
+    config = OmegaConf.to_container(OmegaConf.load(Path(run_dir) / CONFIG_FILE), resolve=False)
+    return config if isinstance(config, dict) else {}
+
+
+def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    """Every leaf of a nested config by its dotted key (``model.optimizer.lr``); lists and empty
+    mappings are leaves."""
+    if not isinstance(config, dict) or (not config and prefix):
+        return {prefix.removesuffix("."): config}
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        flat.update(flatten(value, f"{prefix}{key}."))
+    return flat
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:

@@ -7,9 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from glimpse.reports.runs import Run
-
-#: Keys that say how a run was started, not what it trained.
-IGNORED_KEYS = frozenset({"ckpt_path", "resume_sweep"})
+from glimpse.run_folder import LAUNCH_KEYS
 
 #: What a table shows for a key the run does not have.
 ABSENT = "-"
@@ -28,7 +26,7 @@ def differing_keys(runs: Sequence[Run]) -> list[str]:
     values = [
         key
         for key in _union(run.config for run in runs)
-        if key not in IGNORED_KEYS and _differs(runs, key) and not _explained(runs, key, groups)
+        if key not in LAUNCH_KEYS and _differs(runs, key) and not _explained(runs, key, groups)
     ]
     return groups + values
 

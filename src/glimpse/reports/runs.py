@@ -16,6 +16,8 @@ from glimpse.run_folder import (
     CONFIG_FILE,
     RECORD_KEYS,
     RunResult,
+    flatten,
+    read_config,
     read_metrics,
     read_result,
 )
@@ -133,12 +135,12 @@ def runs_folder(runs: Sequence[Run]) -> Path:
 def load_run(folder: Path, name: str | None = None) -> Run:
     """Read the run in ``folder`` (see :class:`Run`)."""
     folder = Path(folder).resolve()
-    config = yaml.safe_load((folder / CONFIG_FILE).read_text(encoding="utf-8")) or {}
-    output_dir = str(config.get("paths", {}).get("output_dir") or folder)
+    config = flatten(read_config(folder))
+    own_folders = (str(config.get("paths.output_dir") or folder), str(folder))
     return Run(
         path=folder,
         name=name or folder.name,
-        config=dict(_flatten(config, own_folders=(output_dir, str(folder)))),
+        config={key: _without_own_folder(v, own_folders) for key, v in config.items()},
         choices=_group_choices(folder),
         records=read_metrics(folder),
         result=read_result(folder),
@@ -199,16 +201,8 @@ def _group_choices(folder: Path) -> dict[str, Any]:
     return {group: choice for group, choice in choices.items() if not group.startswith("hydra/")}
 
 
-def _flatten(config: Any, own_folders: tuple[str, ...], prefix: str = ""):
-    """``(dotted key, value)`` of every leaf; lists are values; the run's own folder in a
-    string reads :data:`RUN_FOLDER`."""
-    if isinstance(config, dict):
-        if not config and prefix:
-            yield prefix.removesuffix("."), {}
-        for key, value in config.items():
-            yield from _flatten(value, own_folders, f"{prefix}{key}.")
-        return
-    if isinstance(config, str):
+def _without_own_folder(value: Any, own_folders: tuple[str, ...]) -> Any:
+    if isinstance(value, str):
         for own in own_folders:
-            config = config.replace(own, RUN_FOLDER)
-    yield prefix.removesuffix("."), config
+            value = value.replace(own, RUN_FOLDER)
+    return value
