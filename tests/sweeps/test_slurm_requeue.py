@@ -13,28 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from _helpers_sweeps import SUBPROCESS_ENV, tiny_job
 from conftest import REPO, make_corpus
 
 from glimpse.run_folder import LAST_CHECKPOINT, read_metrics, read_result
 
 pytestmark = pytest.mark.slow
 
-TRAIN = [
-    "-m",
-    "data=text",
-    "data.path=corpus.txt",
-    "data.seq_len=16",
-    "data.batch_size=4",
-    "model.net.hidden_size=16",
-    "model.net.embedding_dim=8",
-    "model.net.num_layers=1",
-    "model.samples.num_chars=0",
-    "logger=csv",
-    "trainer.max_steps=300",
-    "trainer.val_check_interval=20",
-    "trainer.limit_val_batches=2",
-    "test=false",
-]
+TRAIN = ["-m", *tiny_job(max_steps=300, val_every=20), "test=false"]
 
 #: scontrol as SLURM runs it for `scontrol requeue <job>`: the job is put back in the queue and
 #: its running process ended.
@@ -52,10 +38,8 @@ def _slurm_env(tmp_path: Path, restarts: int) -> dict[str, str]:
     scontrol.chmod(0o755)
     return {
         **os.environ,
+        **SUBPROCESS_ENV,
         "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-        "PYTHONUNBUFFERED": "1",
-        "WANDB_MODE": "offline",
-        "OMP_NUM_THREADS": "1",
         "SLURM_JOB_ID": "4242",
         "SLURM_JOB_NAME": "glimpse",
         "SLURM_NTASKS": "1",

@@ -14,6 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from _helpers_sweeps import SUBPROCESS_ENV, tiny_job
 from conftest import REPO, make_corpus, run_script
 
 from glimpse.run_folder import LAST_CHECKPOINT, RESULT_FILE, read_metrics, read_result
@@ -21,22 +22,7 @@ from glimpse.run_folder import LAST_CHECKPOINT, RESULT_FILE, read_metrics, read_
 pytestmark = pytest.mark.slow
 
 #: Four tiny jobs: long enough (60 steps, a validation every 10) that job 2 is caught midway.
-SWEEP = [
-    "-m",
-    "seed=1,2,3,4",
-    "data=text",
-    "data.path=corpus.txt",
-    "data.seq_len=16",
-    "data.batch_size=4",
-    "model.net.hidden_size=16",
-    "model.net.embedding_dim=8",
-    "model.net.num_layers=1",
-    "model.samples.num_chars=0",
-    "logger=csv",
-    "trainer.max_steps=60",
-    "trainer.val_check_interval=10",
-    "trainer.limit_val_batches=2",
-]
+SWEEP = ["-m", "seed=1,2,3,4", *tiny_job(max_steps=60, val_every=10)]
 
 OPTUNA = [
     "hparams_search=charlm_optuna",
@@ -45,8 +31,6 @@ OPTUNA = [
     *SWEEP[2:],
     "test=false",
 ]
-
-ENV = {"PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
 
 
 def _checkout(folder: Path) -> Path:
@@ -66,7 +50,7 @@ def _kill_while_job_2_trains(cwd: Path, overrides: list[str]) -> Path:
     process = subprocess.Popen(
         [sys.executable, str(REPO / "train.py"), *overrides],
         cwd=cwd,
-        env={**os.environ, **ENV},
+        env={**os.environ, **SUBPROCESS_ENV},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
