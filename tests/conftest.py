@@ -29,7 +29,7 @@ CONF = REPO / "conf"
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 #: What a user's checkout holds at its root and runs from there; e2e tests copy these.
-ROOT_FILES = ("conf", "train.py", "eval.py")
+ROOT_FILES = ("conf", "train.py", "eval.py", "compare.py")
 
 register_resolvers()
 # The test models are tiny: one intra-op thread is as fast, and it avoids OpenMP's spin-waits
@@ -58,8 +58,9 @@ def working_directory(path: Path):
 
 
 def copy_repository_root(target: Path) -> Path:
-    """``target`` holding a copy of the repository root's conf/, train.py and eval.py (copied
-    once), the folder a user's checkout is: e2e tests run the scripts from there."""
+    """``target`` holding a copy of the repository root's conf/, train.py, eval.py and
+    compare.py (copied once), the folder a user's checkout is: e2e tests run the scripts from
+    there."""
     target.mkdir(parents=True, exist_ok=True)
     for name in ROOT_FILES:
         source, copy = REPO / name, target / name

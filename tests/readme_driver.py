@@ -6,7 +6,8 @@ torch and Lightning per command; each command still composes its config from scr
     python readme_driver.py plan.json results.json
 
 ``plan.json`` lists ``{"id", "page", "words", "compose_only"}``; ``PATH`` in a word is replaced
-by the checkpoint of the page's latest training command. Each result is ``{"id", "argv",
+by the checkpoint of the page's latest training command, ``logs/train/multiruns/SWEEP`` by the
+sweep folder of its latest sweep. Each result is ``{"id", "argv",
 "returncode", "stdout", "stderr", "seconds"}``, and ``"same_as"`` for a command shown (and run)
 before, on another page.
 """
@@ -29,6 +30,7 @@ import glimpse.utils.run_dir as run_dir
 
 PLACEHOLDER = "PATH"
 RUN_PLACEHOLDER = "logs/train/runs/<run>/checkpoints/last.ckpt"
+SWEEP_PLACEHOLDER = "logs/train/multiruns/SWEEP"
 
 
 def newest_checkpoint(since: float) -> Path | None:
@@ -42,8 +44,17 @@ def newest_checkpoint(since: float) -> Path | None:
     return max(written, key=lambda p: p.stat().st_mtime, default=None)
 
 
-def filled(words: list[str], checkpoint: Path | None) -> list[str]:
-    """``words`` with the checkpoint placeholders replaced."""
+def newest_sweep(since: float) -> Path | None:
+    """The newest sweep folder (``logs/<task name>/multiruns/<sweep>``) written after
+    ``since``."""
+    written = [path for path in Path("logs").glob("*/multiruns/*") if path.stat().st_mtime >= since]
+    return max(written, key=lambda p: p.stat().st_mtime, default=None)
+
+
+def filled(words: list[str], checkpoint: Path | None, sweep: Path | None = None) -> list[str]:
+    """``words`` with the checkpoint and sweep placeholders replaced."""
+    if sweep is not None:
+        words = [word.replace(SWEEP_PLACEHOLDER, str(sweep)) for word in words]
     if checkpoint is None:
         return words
     return [
@@ -93,11 +104,12 @@ def run(argv: list[str]) -> tuple[int, str, str]:
 def main(plan_file: str, results_file: str) -> None:
     plan = json.loads(Path(plan_file).read_text())
     checkpoints: dict[str, Path] = {}
+    sweeps: dict[str, Path] = {}
     #: A command shown again (on another page) is not run again: argv -> (result, checkpoint).
     done: dict[tuple[str, ...], tuple[dict, Path | None]] = {}
     results = []
     for item in plan:
-        argv = filled(item["words"][1:], checkpoints.get(item["page"]))
+        argv = filled(item["words"][1:], checkpoints.get(item["page"]), sweeps.get(item["page"]))
         if item["compose_only"]:  # Hydra composes one job: the first of a sweep's values
             argv = [*first_of_sweep(argv), "--cfg", "job"]
         if tuple(argv) in done:
@@ -106,9 +118,12 @@ def main(plan_file: str, results_file: str) -> None:
         else:
             started = time.time()
             code, out, err = run(argv)
-            checkpoint = None
+            checkpoint = sweep = None
             if code == 0 and argv[0] == "train.py" and not item["compose_only"]:
                 checkpoint = newest_checkpoint(started)
+                sweep = newest_sweep(started)
+            if sweep is not None:
+                sweeps[item["page"]] = sweep
             result = {
                 "id": item["id"],
                 "argv": argv,

@@ -172,12 +172,17 @@ def train(cfg: DictConfig) -> float | None:
 
 
 def _stopped_by_ctrl_c(trainer: L.Trainer, output_dir: Path) -> None:
-    """Say where the interrupted run's state is and how to go on; exit with status 130."""
+    """Say where the interrupted run's state is and how to go on (a sweep: with
+    ``resume_sweep=``); exit with status 130."""
     last = output_dir / "checkpoints" / "last.ckpt"
+    if _is_multirun():
+        how = f"the same command and resume_sweep={HydraConfig.get().sweep.dir}"
+    else:
+        how = f"the same command and ckpt_path={last}"
     if trainer.is_global_zero:
         console.print(
             f"Stopped by Ctrl-C at step {trainer.global_step}; not tested. The state is in "
-            f"{last}: continue with the same command and ckpt_path={last}",
+            f"{last}: continue with {how}",
             soft_wrap=True,
         )
     sys.exit(130)

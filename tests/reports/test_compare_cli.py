@@ -10,13 +10,14 @@ import subprocess
 import sys
 
 from _helpers_runs import make_run
-from conftest import REPO
+from conftest import copy_repository_root
 
 
 def _compare(*arguments, cwd):
+    copy_repository_root(cwd)
     env = {**os.environ, "WANDB_MODE": "offline"}
     return subprocess.run(
-        [sys.executable, str(REPO / "compare.py"), *arguments],
+        [sys.executable, "compare.py", *arguments],
         cwd=cwd,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -49,12 +50,14 @@ def test_compare_prints_the_table_and_writes_the_curves_into_the_sweep_folder(tm
 
 
 def test_a_folder_without_runs_is_one_sentence_and_exit_status_1(tmp_path):
-    result = _compare(str(tmp_path), cwd=tmp_path)
+    (tmp_path / "empty").mkdir()
+    result = _compare(str(tmp_path / "empty"), cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        f"error: {tmp_path} is neither a run folder nor a folder of runs (no config_resolved.yaml "
-        "in it or its sub-folders); name a sweep folder such as logs/train/multiruns/<sweep>."
+        f"error: {tmp_path / 'empty'} is neither a run folder nor a folder of runs (no "
+        "config_resolved.yaml in it or its sub-folders); name a sweep folder such as "
+        "logs/train/multiruns/<sweep>."
     )
-    pivot = _compare(str(tmp_path), "--rows", "model", cwd=tmp_path)
+    pivot = _compare(str(tmp_path / "empty"), "--rows", "model", cwd=tmp_path)
     assert pivot.returncode == 1
     assert "A pivot needs all three of --rows, --cols and --metric." in pivot.stderr

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from _helpers_sweeps import SUBPROCESS_ENV, tiny_job
-from conftest import REPO, make_corpus
+from conftest import copy_repository_root, make_corpus
 
 from glimpse.run_folder import LAST_CHECKPOINT, read_metrics, read_result
 
@@ -52,9 +52,10 @@ def _slurm_env(tmp_path: Path, restarts: int) -> dict[str, str]:
 
 
 def test_sigusr1_checkpoints_and_requeues_and_the_requeued_job_continues(tmp_path):
+    copy_repository_root(tmp_path)
     make_corpus(tmp_path / "corpus.txt")
     job = subprocess.Popen(
-        [sys.executable, str(REPO / "train.py"), *TRAIN],
+        [sys.executable, "train.py", *TRAIN],
         cwd=tmp_path,
         env=_slurm_env(tmp_path, restarts=0),
         stdin=subprocess.DEVNULL,
@@ -77,7 +78,7 @@ def test_sigusr1_checkpoints_and_requeues_and_the_requeued_job_continues(tmp_pat
 
     # SLURM runs the requeued job again with the sweep's config, so in the same folder.
     requeued = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), *TRAIN, f"hydra.sweep.dir={sweep}"],
+        [sys.executable, "train.py", *TRAIN, f"hydra.sweep.dir={sweep}"],
         cwd=tmp_path,
         env=_slurm_env(tmp_path, restarts=1),
         stdin=subprocess.DEVNULL,

@@ -15,7 +15,7 @@ import optuna
 import pytest
 import torch
 from _helpers_sweeps import SUBPROCESS_ENV, tiny_job
-from conftest import REPO, make_corpus, run_script
+from conftest import copy_repository_root, make_corpus, run_script
 
 from glimpse.run_folder import LAST_CHECKPOINT, RESULT_FILE, read_metrics, read_result
 
@@ -34,7 +34,9 @@ OPTUNA = [
 
 
 def _checkout(folder: Path) -> Path:
-    """A folder to run train.py from, holding the corpus the sweep trains on."""
+    """A copy of the repository root to run train.py from, holding the corpus the sweep trains
+    on."""
+    copy_repository_root(folder)
     make_corpus(folder / "corpus.txt")
     return folder
 
@@ -45,10 +47,11 @@ def _sweep_folder(cwd: Path) -> Path:
 
 
 def _kill_while_job_2_trains(cwd: Path, overrides: list[str]) -> Path:
-    """Start ``python train.py <overrides>`` from ``cwd`` in its own process group and SIGKILL
-    the group as soon as job 2 has written its first checkpoint; return the sweep folder."""
+    """Start ``python train.py <overrides>`` in the checkout ``cwd``, in its own process group,
+    and SIGKILL the group as soon as job 2 has written its first checkpoint; return the sweep
+    folder."""
     process = subprocess.Popen(
-        [sys.executable, str(REPO / "train.py"), *overrides],
+        [sys.executable, "train.py", *overrides],
         cwd=cwd,
         env={**os.environ, **SUBPROCESS_ENV},
         stdin=subprocess.DEVNULL,

@@ -66,7 +66,9 @@ def compare(argv: Sequence[str] | None = None) -> None:
     if options.format == "rich":
         # A table as wide as it needs when stdout is a file, not cut to 80 columns.
         stdout = Console(width=None if sys.stdout.isatty() else 10_000)
-        stdout.print(rich_table(table, title=f"{len(runs)} runs in {runs_folder(runs)}"))
+        stdout.print(f"{len(runs)} runs in {runs_folder(runs)}", soft_wrap=True)
+        stdout.print(rich_table(table))
+        stdout.print("\n".join(table.notes), soft_wrap=True)
     else:
         sys.stdout.write(render(table, options.format))
     if options.plot:

@@ -14,9 +14,9 @@ from glimpse.reports.table import Table
 FORMATS = ("rich", "markdown", "csv", "json")
 
 
-def rich_table(table: Table, title: str | None = None) -> RichTable:
-    """For a terminal: metric columns right-aligned, the notes as the caption."""
-    shown = RichTable(title=title, caption="\n".join(table.notes) or None)
+def rich_table(table: Table) -> RichTable:
+    """For a terminal: metric columns right-aligned (the notes are printed after it)."""
+    shown = RichTable()
     metric_columns = {i for row in table.rows for i, cell in enumerate(row) if cell.metric}
     for i, column in enumerate(table.columns):
         shown.add_column(column, justify="right" if i in metric_columns else "left")

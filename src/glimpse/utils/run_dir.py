@@ -10,7 +10,8 @@ sweep folder the launcher created, not one with a new id.
 
 ``${cwd:}`` is the directory the command was started from. ``paths.root_dir`` uses it rather
 than ``${hydra:runtime.cwd}``, which exists only inside a job: Hydra's sweepers resolve
-``hydra.sweep.dir`` (under ``paths.log_dir``) before any job has started.
+``hydra.sweep.dir`` (under ``paths.log_dir``) before any job has started. It is cached too, so
+a SLURM job started in another directory still writes under the submitting command's.
 
 ``${sweep_dir:${resume_sweep},<new folder>}`` is ``hydra.sweep.dir``: the folder that
 ``resume_sweep=`` names, or a new one.
@@ -46,5 +47,5 @@ def sweep_dir(resume_sweep: str | None, new_sweep: str) -> str:
 def register_resolvers() -> None:
     """Register ``run_id``, ``cwd`` and ``sweep_dir``; safe to call more than once."""
     OmegaConf.register_new_resolver("run_id", lambda: RUN_ID, replace=True, use_cache=True)
-    OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True)
+    OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("sweep_dir", sweep_dir, replace=True)
