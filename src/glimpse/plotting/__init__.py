@@ -4,7 +4,8 @@ and what ``eval.py`` saves for image files.
 Drawing is off screen: matplotlib's file-only Agg backend is chosen here, before pyplot is
 imported. One module per kind of picture: :mod:`.classification` (confusion matrix, attention
 rollout), :mod:`.captions` (captions and per-word attention), :mod:`.detection` (boxes),
-:mod:`.attention_maps` (DINO's class-token attention per head).
+:mod:`.attention_maps` (DINO's class-token attention per head), :mod:`.curves` (metric curves
+of several runs).
 """
 
 from __future__ import annotations

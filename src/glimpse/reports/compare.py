@@ -21,7 +21,6 @@ from rich.console import Console
 from glimpse.errors import GlimpseError
 from glimpse.reports.formats import FORMATS, render, rich_table
 from glimpse.reports.pivot import VALUES, pivot_table
-from glimpse.reports.plot import curves_figure, curves_file
 from glimpse.reports.runs import Run, find_runs, runs_folder
 from glimpse.reports.table import comparison_table
 from glimpse.utils.wandb_setup import wandb_mode
@@ -78,9 +77,11 @@ def compare(argv: Sequence[str] | None = None) -> None:
 
 
 def _plot(runs: list[Run], metric: str) -> None:
-    figure = curves_figure(runs, metric)
-    target = curves_file(runs_folder(runs), metric)
-    figure.savefig(target, dpi=100)
+    # Only when asked: glimpse.plotting loads matplotlib and torch, seconds a table does not need.
+    from glimpse.plotting import save_figure
+    from glimpse.reports.plot import curves_figure, curves_file
+
+    target = save_figure(curves_figure(runs, metric), curves_file(runs_folder(runs), metric))
     missing = [run.name for run in runs if not run.series(metric)]
     if missing:
         stderr.print(f"No {metric} yet in: {', '.join(missing)} (no line drawn for them).")

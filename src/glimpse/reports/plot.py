@@ -1,4 +1,5 @@
-"""One metric's curves, a line per run, labelled by the config values that tell runs apart."""
+"""One metric's curves, a line per run, labelled by the config values that tell runs apart
+(drawn by :func:`glimpse.plotting.curves.metric_curves_figure`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from glimpse.plotting.curves import Curve, metric_curves_figure
 from glimpse.reports.differences import differing_keys, display_value
 from glimpse.reports.runs import Run, check_metric
 
@@ -26,26 +28,13 @@ def curves_figure(runs: Sequence[Run], metric: str) -> Figure:
     the run has not finished)."""
     check_metric(runs, metric)
     labels = run_labels(runs)
-    figure = Figure(figsize=(7, 4.5), layout="constrained")
-    axes = figure.add_subplot()
+    curves = []
     for run in runs:
         points = run.series(metric)
-        if not points:
-            continue
-        steps, values = zip(*points, strict=True)
-        label = labels[run.name] + ("" if run.finished else " (unfinished)")
-        axes.plot(
-            steps,
-            values,
-            marker="." if len(points) < 30 else None,
-            linestyle="-" if run.finished else "--",
-            label=label,
-        )
-    axes.set_xlabel("step")
-    axes.set_ylabel(metric)
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize="small")
-    return figure
+        if points:
+            steps, values = zip(*points, strict=True)
+            curves.append(Curve(labels[run.name], steps, values, run.finished))
+    return metric_curves_figure(curves, metric)
 
 
 def curves_file(folder: Path, metric: str) -> Path:
