@@ -8,13 +8,13 @@ import pytest
 from conftest import CONF, compose_train
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from glimpse.batches import TEXT
 from glimpse.data.spec import DataSpec
 from glimpse.models.char_rnn import count_parameters
 from glimpse.optim.settings import OptimizerSettings
+from glimpse.tasks.acceleration import build_task
 from glimpse.tasks.compatibility import (
     IncompatibleConfigError,
     check_compatible,
@@ -83,7 +83,7 @@ def test_shipped_models_have_comparable_parameter_counts(tmp_path):
     counts = {}
     for model in ("rnn", "lstm", "gru", "transformer"):
         cfg = compose_train([f"model={model}"], tmp_path)
-        task = instantiate(cfg.model, spec=spec.to_dict(), _recursive_=False)
+        task = build_task(cfg.model, spec.to_dict())
         counts[model] = count_parameters(task.net)
     low, high = min(counts.values()), max(counts.values())
     assert high / low < 1.1, counts

@@ -12,12 +12,12 @@ from conftest import (
     tiny_overrides,
     write_imagenette_tree,
 )
-from hydra.utils import instantiate
 
 from glimpse.batches import LABELLED_IMAGES
 from glimpse.data.images.imagenette import IMAGENETTE_CLASSES
 from glimpse.data.spec import DataSpec
 from glimpse.run import train
+from glimpse.tasks.acceleration import build_task
 
 
 def test_rnn_vs_transformer_sweeps_all_four_models(corpus, tmp_path):
@@ -76,7 +76,7 @@ def test_imagenette_recipes_build_their_model_for_one_gpu(experiment, net, tmp_p
         class_names=tuple(IMAGENETTE_CLASSES.values()),
         image_size=cfg.data.image_size,
     ).to_dict()
-    task = instantiate(cfg.model, spec=spec, _recursive_=False).eval()
+    task = build_task(cfg.model, spec).eval()
     assert task(torch.randn(1, 3, 128, 128)).shape == (1, 10)
 
 

@@ -26,6 +26,7 @@ from glimpse.plotting import save_figure
 from glimpse.prediction import INPUT_KEYS, Prediction, PredictionInputs
 from glimpse.run_folder import write_result
 from glimpse.sweeps.resume import resume_point
+from glimpse.tasks.acceleration import CompileSettings, build_task, prepare_for_device
 from glimpse.tasks.checkpoints import load_task
 from glimpse.tasks.compatibility import IncompatibleConfigError, check_compatible
 from glimpse.utils.console import console, print_config_tree, print_metrics
@@ -133,16 +134,18 @@ def train(cfg: DictConfig) -> float | None:
     _announce(cfg, output_dir)
     L.seed_everything(cfg.seed, workers=True)
 
+    compile_settings = CompileSettings.from_model_config(cfg.model)
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    task = instantiate(cfg.model, spec=datamodule.spec.to_dict(), _recursive_=False)
+    task = build_task(cfg.model, datamodule.spec.to_dict())
     task.run_config = OmegaConf.to_container(cfg, resolve=True)
 
     loggers = build_loggers(cfg.get("logger"))
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=build_callbacks(cfg.get("callbacks")), logger=loggers or False
     )
+    prepare_for_device(task, trainer.strategy.root_device, compile_settings)
     for logger in loggers:
         logger.log_hyperparams(task.run_config)
 

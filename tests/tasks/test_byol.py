@@ -8,12 +8,12 @@ import pytest
 import torch
 from _helpers_ssl import byol_task, ssl_spec, tiny_ssl_overrides, views_batch
 from conftest import compose_train, short_run, tiny_image_overrides
-from hydra.utils import instantiate
 from torch.nn import functional as F
 
 from glimpse.batches import LABELLED_IMAGES
 from glimpse.data.spec import DataSpec
 from glimpse.run import train
+from glimpse.tasks.acceleration import build_task
 from glimpse.tasks.byol import BYOL
 from glimpse.tasks.checkpoints import load_task
 from glimpse.tasks.classification import ImageClassifier
@@ -60,7 +60,7 @@ def test_model_byol_has_the_papers_settings(tmp_path):
     assert cfg.trainer.gradient_clip_val is None
     assert cfg.data.views.kind == "byol"
     assert (cfg.optimized_metric, cfg.optimized_mode) == ("val/knn_acc1", "max")
-    task = instantiate(model, spec=ssl_spec(image_size=64), _recursive_=False)
+    task = build_task(model, ssl_spec(image_size=64))
     assert isinstance(task, BYOL) and task.feature_dim == 512
 
 
@@ -143,7 +143,7 @@ def test_the_imagenette_recipe_is_lightlys_resnet18_setting_on_one_gpu(tmp_path)
     assert cfg.trainer.max_steps == 800 * 36  # 9,469 images in batches of 256, last one dropped
     assert cfg.model.scheduler.warmup_steps == 10 * 36
     assert cfg.model.optimizer.name == "lars" and cfg.trainer.gradient_clip_val is None
-    task = instantiate(cfg.model, spec=ssl_spec(image_size=128), _recursive_=False).eval()
+    task = build_task(cfg.model, ssl_spec(image_size=128)).eval()
     assert task.image_features(torch.randn(1, 3, 128, 128)).shape == (1, 512)
 
 

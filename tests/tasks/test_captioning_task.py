@@ -17,6 +17,7 @@ from glimpse.data.spec import DataSpec
 from glimpse.data.text.word_tokenizer import SPECIALS
 from glimpse.models.captioning import doubly_stochastic_penalty
 from glimpse.run import train
+from glimpse.tasks.acceleration import build_task
 from glimpse.tasks.captioning import Captioner, caption_cross_entropy
 from glimpse.tasks.checkpoints import load_task
 from glimpse.tasks.compatibility import IncompatibleConfigError
@@ -152,7 +153,7 @@ def test_the_encoder_is_fine_tuned_from_the_configured_epoch(tmp_path):
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    task = instantiate(cfg.model, spec=datamodule.spec.to_dict(), _recursive_=False)
+    task = build_task(cfg.model, datamodule.spec.to_dict())
     trainer = L.Trainer(
         max_epochs=3,
         limit_train_batches=1,

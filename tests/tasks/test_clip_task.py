@@ -11,7 +11,6 @@ import torch
 from _helpers_clip import CAPTIONS, TINY_NET, clip_spec, tiny_clip_overrides
 from _helpers_clip import ZEROSHOT_CLASSES as CLASSES
 from conftest import compose_train, randomize_parameters
-from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
 from glimpse.batches import IMAGE_TEXT, ImageTextPairs, LabelledImages
@@ -22,6 +21,7 @@ from glimpse.models.clip_loss import clip_loss
 from glimpse.models.zeroshot import zero_shot_classifier
 from glimpse.optim.param_groups import decay_groups
 from glimpse.run import train
+from glimpse.tasks.acceleration import build_task
 from glimpse.tasks.clip import CLIPTask
 
 
@@ -225,7 +225,7 @@ def test_the_cc3m_recipe_builds_clip_vit_b32_with_clips_tokenizer(tmp_path):
         tokenizer=tokenizer.to_dict(),
         metadata={"context_length": 77, "zeroshot_classes": ["tench", "church"]},
     ).to_dict()
-    task = instantiate(cfg.model, spec=spec, _recursive_=False)
+    task = build_task(cfg.model, spec)
     assert task.net.text.token_embedding.num_embeddings == 49408
     assert len(task.templates) == 80
     assert task.image_features(torch.randn(1, 3, 224, 224)).shape == (1, 512)

@@ -9,11 +9,11 @@ import pytest
 import torch
 from _helpers_ssl import dino_task, multi_view_loader, ssl_spec, tiny_ssl_overrides, views_batch
 from conftest import compose_train
-from hydra.utils import instantiate
 from torch.nn import functional as F
 
 from glimpse.models.vit import vit_test
 from glimpse.run import train
+from glimpse.tasks.acceleration import build_task
 from glimpse.tasks.checkpoints import load_pretrained
 from glimpse.tasks.dino import DINO
 
@@ -138,7 +138,7 @@ def test_model_dino_has_the_papers_vit_s_settings(tmp_path):
     assert (cfg.optimized_metric, cfg.optimized_mode) == ("val/knn_acc1", "max")
     small = {**model, "head": {**model.head, "out_dim": 64, "hidden_dim": 32}}
     small["backbone"] = {"_target_": "glimpse.models.vit.vit_test"}
-    task = instantiate(small, spec=ssl_spec(), _recursive_=False)
+    task = build_task(small, ssl_spec())
     assert isinstance(task, DINO) and task.criterion.out_dim == 64
 
 
@@ -161,7 +161,7 @@ def test_the_imagenette_recipe_trains_vit_s16_at_the_papers_crop_sizes(tmp_path)
     assert (cfg.trainer.accelerator, cfg.trainer.precision) == ("gpu", "bf16-mixed")
     assert cfg.trainer.max_steps == 300 * 36 and cfg.model.scheduler.warmup_steps == 10 * 36
     assert cfg.model.backbone._target_ == "glimpse.models.vit.vit_small_patch16"
-    task = instantiate(cfg.model, spec=ssl_spec(image_size=224), _recursive_=False).eval()
+    task = build_task(cfg.model, ssl_spec(image_size=224)).eval()
     with torch.no_grad():
         assert task.image_features(torch.randn(1, 3, 224, 224)).shape == (1, 384)
         assert task.student["head"](torch.randn(2, 384)).shape == (2, 65536)

@@ -41,6 +41,9 @@ class GlimpseTask(L.LightningModule):
     ``lr_batch_size``, a cosine weight decay with ``weight_decay_end``). A task changes what is
     optimized by overriding :meth:`parameter_groups` and the schedule by :meth:`lr_schedule`.
 
+    Speed: with ``model.compile=true`` the submodules named in :attr:`NETWORKS` are compiled
+    (:mod:`glimpse.tasks.acceleration`).
+
     Inference on what a user names (``eval.py image=...``, ``text=``, ``prompt=``): a task lists
     those inputs in :attr:`PREDICTS_FROM` and implements :meth:`predict_inputs`
     (:mod:`glimpse.prediction`).
@@ -52,6 +55,9 @@ class GlimpseTask(L.LightningModule):
     #: Whether eval.py also predicts after the test split when it names no input (a language
     #: model's sample from its default prompt).
     PREDICTS_AFTER_TEST: ClassVar[bool] = False
+    #: The submodules (dotted names) that compute, compiled with ``model.compile=true``
+    #: (:mod:`glimpse.tasks.acceleration`).
+    NETWORKS: ClassVar[tuple[str, ...]] = ("net",)
 
     #: The resolved run config, set by :func:`glimpse.run.train`; saved in checkpoints.
     run_config: dict[str, Any] | None = None

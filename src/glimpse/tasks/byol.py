@@ -37,6 +37,7 @@ class BYOL(MomentumTeacherTask):
     """
 
     FEATURES_FROM = "student"
+    NETWORKS = (*MomentumTeacherTask.NETWORKS, "predictor")
 
     def __init__(
         self,

@@ -108,6 +108,7 @@ class Captioner(GlimpseTask):
 
     ACCEPTS = frozenset({CAPTIONED_IMAGES})
     PREDICTS_FROM = frozenset({"image"})
+    NETWORKS = ("encoder", "decoder")
 
     def __init__(
         self,

@@ -78,6 +78,9 @@ class CLIPTask(GlimpseTask):
 
     ACCEPTS = frozenset({IMAGE_TEXT})
     PREDICTS_FROM = frozenset({"image"})
+    #: The two encoders, so that zero-shot classification (encode_image, encode_text) runs
+    #: compiled too.
+    NETWORKS = ("net.visual", "net.text")
 
     def __init__(
         self,

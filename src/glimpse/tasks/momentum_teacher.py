@@ -100,6 +100,13 @@ class MomentumTeacherTask(GlimpseTask):
 
     ACCEPTS = frozenset({MULTI_VIEW_IMAGES})
     PREDICTS_FROM = frozenset({"image"})
+    #: Student and teacher compiled each on its own (the teacher is a copy made before).
+    NETWORKS: ClassVar[tuple[str, ...]] = (
+        "student.backbone",
+        "student.head",
+        "teacher.backbone",
+        "teacher.head",
+    )
     #: ``"student"`` or ``"teacher"``: whose backbone gives :meth:`image_features`.
     FEATURES_FROM: ClassVar[str] = "student"
 
