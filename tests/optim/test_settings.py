@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 from glimpse.errors import ConfigError
 from glimpse.optim.lars import LARS
@@ -64,3 +65,15 @@ def test_lars_adapts_the_decay_group_only_and_a_group_may_keep_its_own_rate():
     adapted = {g["name"]: (g["lars_adaptation"], g["lr"]) for g in ours.param_groups}
     assert adapted == {"decay": (True, 0.1), "no_decay": (False, 0.1), "probe": (False, 0.05)}
     assert ours.param_groups[2]["weight_decay"] == 1.5e-6  # the settings' default
+
+
+def test_adamw_is_fused_on_cuda_parameters_and_not_on_the_cpu():
+    settings = OptimizerSettings.from_config({"lr": 1e-3})
+    on_cpu = build_optimizer(decay_groups(_model(), 0.0), settings, settings.lr)
+    assert not on_cpu.defaults["fused"]
+    # CUDA parameters without a GPU: fake tensors carry the device, and AdamW's own check that
+    # its fused kernel supports them runs on them.
+    with FakeTensorMode(), torch.device("cuda"):
+        model = _model()
+        on_cuda = build_optimizer(decay_groups(model, 0.0), settings, settings.lr)
+    assert on_cuda.defaults["fused"] is True

@@ -112,5 +112,19 @@ def build_optimizer(
             trust_coefficient=settings.trust_coefficient,
         )
     return torch.optim.AdamW(
-        groups, lr=lr, weight_decay=settings.weight_decay, betas=settings.betas, eps=settings.eps
+        groups,
+        lr=lr,
+        weight_decay=settings.weight_decay,
+        betas=settings.betas,
+        eps=settings.eps,
+        fused=fused_kernels_apply(groups),
     )
+
+
+def fused_kernels_apply(groups: list[dict[str, Any]]) -> bool:
+    """Whether AdamW runs its fused CUDA kernel (one kernel launch for the update of every
+    parameter, instead of foreach's several per group): when every parameter is a floating
+    point tensor on a CUDA device, as it is once Lightning has moved the task there. On the
+    CPU AdamW keeps its default (foreach) implementation."""
+    params = [p for group in groups for p in group["params"]]
+    return bool(params) and all(p.is_cuda and p.is_floating_point() for p in params)
