@@ -160,6 +160,29 @@ def test_attention_path_matches_sdpa_path():
         assert_close(attention.sum(dim=-1), torch.ones(attention.shape[:-1]))
 
 
+def test_fused_window_attention_equals_the_explicit_one_with_gradients():
+    """The CUDA path (scaled_dot_product_attention with the bias and the shift mask as its float
+    mask) forced on the CPU, against the explicit softmax, on a padded map with shifted
+    windows."""
+    torch.manual_seed(0)
+    model = swin_test()
+    randomize_parameters(model, seed=5, std=0.3)
+    x = random_images(32, 40)
+    results = []
+    for fused in (False, True):
+        for module in model.modules():
+            if isinstance(module, swin_module.WindowAttention):
+                module.fused = fused
+        model.zero_grad()
+        logits = model(x)
+        logits.square().sum().backward()
+        results.append((logits, [p.grad.clone() for p in model.parameters()]))
+    (explicit, explicit_grads), (fused_logits, fused_grads) = results
+    assert_close(fused_logits, explicit, atol=1e-5, rtol=1e-5)
+    for fused_grad, explicit_grad in zip(fused_grads, explicit_grads, strict=True):
+        assert_close(fused_grad, explicit_grad, atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("height,width", [(32, 32), (40, 40), (32, 56)])
 def test_matches_torchvision_swin_transformer(height, width):
     """Every tensor random, so a mis-mapped or ignored one changes the output. At 32 px the maps

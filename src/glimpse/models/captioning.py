@@ -264,6 +264,11 @@ class ShowAttendTell(nn.Module):
         cell: ``"lstm"``, the only choice; accepted so one config shape fits both decoders.
 
     Memory is ``(z (B, N, D), W_z z + b (B, N, A))``; state is ``(h, c)``, each ``(B, H)``.
+
+    The attention is additive (Bahdanau et al. 2015): its score is an MLP of the annotation and
+    the state, not a scaled dot product, so
+    :func:`~torch.nn.functional.scaled_dot_product_attention` cannot compute it; it is one query
+    per step over ``N`` positions, small enough that the explicit softmax costs little.
     """
 
     uses_attention = True

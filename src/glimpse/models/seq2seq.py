@@ -253,6 +253,10 @@ class AdditiveAttention(nn.Module):
 
     ``project(annotations (B, S, A_in)) -> U h + b (B, S, A)`` is computed once per sentence;
     ``forward(query (B, Q), projected (B, S, A), valid (B, S) bool) -> α (B, S)``.
+
+    The score is an MLP, not a scaled dot product, so
+    :func:`~torch.nn.functional.scaled_dot_product_attention` cannot compute it (and the
+    weights ``α`` themselves are returned, for the attention figures).
     """
 
     def __init__(self, query_dim: int, annotation_dim: int, attention_dim: int) -> None:

@@ -110,12 +110,18 @@ def shifted_window_mask(
 class WindowAttention(nn.Module):
     """Multi-head self-attention within windows, with relative position bias (eq. 4).
 
-    ``softmax(Q K^T / sqrt(d_head) + B + mask) V`` per window and head, computed explicitly, as
-    torchvision and timm (whose fused path for Swin is experimental) do: a window's ``M^2 x M^2``
-    scores are small, and :func:`~torch.nn.functional.scaled_dot_product_attention` with a float
-    ``attn_mask`` falls back on the CPU to its math kernel plus a guard for fully masked rows,
-    which made it measurably slower (``benchmarks/classification.py``).
+    ``softmax(Q K^T / sqrt(d_head) + B + mask) V`` per window and head. On CUDA it runs through
+    :func:`~torch.nn.functional.scaled_dot_product_attention` with ``B + mask`` as the float
+    ``attn_mask`` (the memory-efficient kernel, as timm's fused path for Swin). Elsewhere, and
+    when the attention is returned, it is computed explicitly, as torchvision does: a window's
+    ``M^2 x M^2`` scores are small, and on the CPU scaled_dot_product_attention with a float
+    mask falls back to its math kernel plus a guard for fully masked rows, which made it
+    measurably slower (``benchmarks/classification.py``). ``fused`` (an attribute) forces one
+    path: True the fused one, False the explicit one, None (the default) by device.
     """
+
+    #: scaled_dot_product_attention (True), explicit (False), or by device (None: on CUDA).
+    fused: bool | None = None
 
     def __init__(
         self,
@@ -165,12 +171,24 @@ class WindowAttention(nn.Module):
         bias = self.relative_position_bias()
         if mask is not None:
             bias = bias + mask[:, None]
-        scores = (q * head_dim**-0.5) @ k.transpose(-2, -1) + bias.to(q.dtype)
-        attention = scores.softmax(dim=-1)
+        bias = bias.to(q.dtype)
         drop = self.attn_drop if self.training else 0.0
-        out = F.dropout(attention, drop) @ v
+        fused = windows.is_cuda if self.fused is None else self.fused
+        attention = None
+        if fused and not return_attention:
+            # Windows of every image in one batch (B * nW, heads, M^2, d_head); a shifted
+            # block's per-window bias (nW, heads, M^2, M^2) repeated for every image.
+            if bias.ndim == 4:
+                bias = bias.expand(batch, *bias.shape).flatten(0, 1)
+            q, k, v = (t.flatten(0, 1) for t in (q, k, v))
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=drop)
+            out = out.unflatten(0, (batch, num_windows))
+        else:
+            scores = (q * head_dim**-0.5) @ k.transpose(-2, -1) + bias
+            attention = scores.softmax(dim=-1)
+            out = F.dropout(attention, drop) @ v
         out = out.transpose(2, 3).reshape(batch, num_windows, length, dim)
-        return self.proj_drop(self.proj(out)), attention if return_attention else None
+        return self.proj_drop(self.proj(out)), attention
 
 
 class SwinBlock(nn.Module):
