@@ -26,6 +26,8 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 SCRIPTS = ("train.py", "eval.py", "compare.py")
 COMMAND = re.compile(r"^python (?:{})\b".format("|".join(map(re.escape, SCRIPTS))))
 GPU_OVERRIDES = re.compile(r"trainer=(gpu|ddp|fsdp)\b|hydra/launcher=")
@@ -36,10 +38,10 @@ SHARED_SAMPLES = {
     "imagenette": ("data.root", "imagenette2_sample"),
     "ssl_imagenette": ("data.base.root", "imagenette2_sample"),
     "flickr8k": ("data.root", "flickr8k"),
-    "flickr8k_pairs": ("data.root", "flickr8k"),
+    "flickr8k_pairs": ("data.path", "flickr8k"),
     "coco": ("data.root", "coco_mini"),
     "coco_captions": ("data.root", "coco_mini"),
-    "coco_pairs": ("data.root", "coco_mini"),
+    "coco_pairs": ("data.path", "coco_mini"),
     "text_pairs": ("data.path", "tatoeba_eng_fra/eng-fra.txt"),
 }
 TRAIN_LIMITS = (
@@ -141,10 +143,22 @@ def limits_for(command: Command) -> list[str]:
     return added
 
 
-def shared_data_for(command: Command, shared: Path) -> list[str]:
+def data_choice(command: Command, conf: Path) -> str | None:
+    """The data config ``command`` trains on: its ``data=``, or its experiment's."""
+    data = command.override("data")
+    experiment = command.override("experiment")
+    if data is None and experiment is not None:
+        recipe = yaml.safe_load((conf / "experiment" / f"{experiment}.yaml").read_text())
+        for entry in recipe.get("defaults", []):
+            if isinstance(entry, dict) and "override /data" in entry:
+                data = entry["override /data"]
+    return data
+
+
+def shared_data_for(command: Command, shared: Path, conf: Path) -> list[str]:
     """``data.root=`` (or the config's key) for a data config whose sample is in ``shared``,
     unless the command sets that key itself."""
-    data = command.override("data")
+    data = data_choice(command, conf)
     if data is None or not shared.is_dir():
         return []
     added = []

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, SHARED_DATA, copy_repository_root
+from conftest import CONF, REPO, SHARED_DATA, copy_repository_root
 from PIL import Image
 from readme_commands import Command, commands_of, limits_for, shared_data_for
 
@@ -63,7 +63,7 @@ def results(tmp_path_factory) -> dict[str, dict]:
             "page": command.page,
             "words": [
                 *command.words,
-                *shared_data_for(command, SHARED_DATA),
+                *shared_data_for(command, SHARED_DATA, CONF),
                 *([] if command.gpu else limits_for(command)),
             ],
             "compose_only": command.gpu,
