@@ -24,6 +24,7 @@ import traceback
 import uuid
 from pathlib import Path
 
+import torch
 from hydra.core.global_hydra import GlobalHydra
 
 import glimpse.utils.run_dir as run_dir
@@ -98,6 +99,10 @@ def run(argv: list[str]) -> tuple[int, str, str]:
                 code = 1
     finally:
         sys.argv = saved_argv
+        # A DDP command leaves this process in its process group; a later single-process run
+        # would then wait for the gone ranks at every synchronised log.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     return code, stdout.getvalue(), stderr.getvalue()
 
 
