@@ -26,6 +26,8 @@ from readme_commands import Command, commands_of, limits_for, shared_data_for
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 COMMANDS = [command for page in PAGES for command in commands_of(page)]
 DRIVER = Path(__file__).with_name("readme_driver.py")
+#: Pages run in this many processes at once, one per core of the test machines.
+DRIVERS = 2
 #: Every download fails at once here, as on a machine without internet access.
 OFFLINE = {"https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}
 
@@ -54,7 +56,8 @@ def _write_inputs(root: Path) -> None:
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> dict[str, dict]:
-    """Every command run in page order in one copy of the repository root."""
+    """Every command run in page order in one copy of the repository root, the pages shared
+    out between :data:`DRIVERS` processes."""
     root = copy_repository_root(tmp_path_factory.mktemp("checkout"))
     _write_inputs(root)
     plan = [
@@ -70,18 +73,39 @@ def results(tmp_path_factory) -> dict[str, dict]:
         }
         for command in COMMANDS
     ]
-    (root / "plan.json").write_text(json.dumps(plan))
     env = {**os.environ, **OFFLINE, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    subprocess.run(
-        [sys.executable, str(DRIVER), "plan.json", "results.json"],
-        cwd=root,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        timeout=1800,
-        check=False,
-    )
-    ran = json.loads((root / "results.json").read_text())
+    drivers = []
+    for index, part in enumerate(_by_page_in_parts(plan, DRIVERS)):
+        (root / f"plan{index}.json").write_text(json.dumps(part))
+        drivers.append(
+            subprocess.Popen(
+                [sys.executable, str(DRIVER), f"plan{index}.json", f"results{index}.json"],
+                cwd=root,
+                env=env,
+                stdin=subprocess.DEVNULL,
+            )
+        )
+    for driver in drivers:
+        driver.wait(timeout=2400)
+    ran = [
+        result
+        for index in range(len(drivers))
+        if (root / f"results{index}.json").is_file()
+        for result in json.loads((root / f"results{index}.json").read_text())
+    ]
     return {result["id"]: result for result in ran}
+
+
+def _by_page_in_parts(plan: list[dict], parts: int) -> list[list[dict]]:
+    """``plan`` cut into ``parts`` lists of whole pages, in page order within each, of about
+    the same number of commands (a page's commands depend on each other's checkpoints)."""
+    pages: dict[str, list[dict]] = {}
+    for item in plan:
+        pages.setdefault(item["page"], []).append(item)
+    lists: list[list[dict]] = [[] for _ in range(parts)]
+    for items in sorted(pages.values(), key=len, reverse=True):
+        min(lists, key=len).extend(items)
+    return [part for part in lists if part]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=_id)
