@@ -18,6 +18,7 @@ import contextlib
 import io
 import json
 import runpy
+import subprocess
 import sys
 import time
 import traceback
@@ -80,8 +81,24 @@ def _first_value(word: str) -> str:
     return f"{key}={value.split(',')[0]}"
 
 
+def launches_processes(argv: list[str]) -> bool:
+    """Whether the command starts worker processes (Lightning's DDP on the CPU), which run
+    ``python <the script of this process>`` again: it must then run in a process of its own."""
+    return any(word in ("trainer=ddp_cpu", "trainer.strategy=ddp") for word in argv)
+
+
+def run_in_own_process(argv: list[str]) -> tuple[int, str, str]:
+    """``python <argv>`` as a subprocess: (exit status, stdout, stderr)."""
+    done = subprocess.run(
+        [sys.executable, *argv], stdin=subprocess.DEVNULL, capture_output=True, text=True
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
 def run(argv: list[str]) -> tuple[int, str, str]:
     """``python <argv>`` in this process: (exit status, stdout, stderr)."""
+    if launches_processes(argv):
+        return run_in_own_process(argv)
     GlobalHydra.instance().clear()
     run_dir.RUN_ID = uuid.uuid4().hex[:6]
     stdout, stderr = io.StringIO(), io.StringIO()
