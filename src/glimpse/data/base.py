@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import lightning as L
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from glimpse.data.prefetch import PrefetchingLoader, Prepare
 from glimpse.data.spec import DataSpec
 from glimpse.errors import ConfigError
 
@@ -92,6 +93,7 @@ class GlimpseDataModule(L.LightningDataModule):
         train: bool,
         collate_fn: Callable[[list[Any]], Any] | None = None,
         num_workers: int | None = None,
+        prepare_on_device: Prepare | None = None,
     ) -> DataLoader:
         """A DataLoader of ``dataset`` with the datamodule's batch sizes, workers and pinning.
 
@@ -99,13 +101,17 @@ class GlimpseDataModule(L.LightningDataModule):
         whole batch: BatchNorm statistics of a batch of one or two samples are noise, and every
         step then averages the same number of samples. Evaluation keeps the dataset's order
         and every sample. An IterableDataset orders and shares itself out. ``num_workers``
-        None is the datamodule's.
+        None is the datamodule's; workers persist from epoch to epoch.
+
+        ``prepare_on_device(batch, device)`` (decoding on the device) makes it a
+        :class:`~glimpse.data.prefetch.PrefetchingLoader` that prepares each batch on the
+        trainer's device one batch ahead, when the datamodule is attached to a trainer; without
+        one the batches come out as they are.
         """
         iterable = isinstance(dataset, IterableDataset)
         batch_size = self.batch_size if train else self.eval_batch_size
         workers = self.num_workers if num_workers is None else num_workers
-        return DataLoader(
-            dataset,
+        options: dict[str, Any] = dict(
             batch_size=batch_size,
             shuffle=train and not iterable,
             drop_last=train and not iterable and len(dataset) >= batch_size,
@@ -114,6 +120,10 @@ class GlimpseDataModule(L.LightningDataModule):
             pin_memory=self.pin(),
             persistent_workers=workers > 0,
         )
+        if prepare_on_device is not None and self.trainer is not None:
+            device = self.trainer.strategy.root_device
+            return PrefetchingLoader(dataset, device=device, prepare=prepare_on_device, **options)
+        return DataLoader(dataset, **options)
 
     def split_loader(self, split: str) -> Any:
         """The loader (or the list of loaders) of ``split``: train, val or test."""

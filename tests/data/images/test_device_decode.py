@@ -32,6 +32,7 @@ from glimpse.data.images.device_decode import (
     read_encoded,
 )
 from glimpse.data.images.image_folder import ImageFolderDataModule
+from glimpse.data.prefetch import PrefetchingLoader
 
 SIZE = 32
 BATCH = 4
@@ -266,3 +267,19 @@ def test_a_batch_without_jpegs_never_reaches_the_jpeg_decoder(tmp_path):
     batch = EncodedImages([encoded.data], torch.tensor([1]), torch.tensor([0]), (str(path),), "")
     image = decode_to_labelled_images(batch, lambda image: image, open_rgb).images[0]
     assert torch.equal(image.permute(1, 2, 0), torch.from_numpy(np.array(photo(20, 10, 0))))
+
+
+def test_under_a_trainer_the_loader_decodes_ahead_what_the_hooks_decode(jpeg_root):
+    data = datamodule(jpeg_root, "cuda")
+    expected = batches(data, "val", torch.device("cpu"))
+    data.trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    loader = data.val_dataloader()
+    assert isinstance(loader, PrefetchingLoader) and loader.device == torch.device("cpu")
+    prefetched = list(loader)
+    assert len(prefetched) == len(expected)
+    for batch, reference in zip(prefetched, expected, strict=True):
+        assert isinstance(batch, LabelledImages)
+        assert torch.equal(batch.images, reference.images)
+        assert torch.equal(batch.labels, reference.labels)
+        # Lightning's own transfer and hook leave a prepared batch as it is.
+        assert torch.equal(on_device(data, batch, torch.device("cpu")).images, batch.images)

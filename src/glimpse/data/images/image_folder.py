@@ -3,7 +3,8 @@
 * :class:`ImageFolderDataModule` reads ``root/train`` and ``root/val`` (and ``root/test`` when
   present, else val again for testing) through :class:`torchvision.datasets.ImageFolder`.
 * With ``decode_device="cuda"`` the workers only read JPEG files, and the batch is decoded and
-  augmented on the GPU (:mod:`glimpse.data.images.device_decode`).
+  augmented on the GPU (:mod:`glimpse.data.images.device_decode`), one batch ahead of the
+  training step under a trainer (:mod:`glimpse.data.prefetch`).
 * Files are decoded by :func:`~glimpse.data.images.decode.open_rgb` and transformed by the
   pipelines of :mod:`glimpse.data.images.transforms`.
 
@@ -128,7 +129,9 @@ class ImageFolderDataModule(GlimpseDataModule):
         decode_device: ``cpu`` decodes and augments in the DataLoader workers; ``cuda`` has
             the workers read JPEG bytes only and decodes and augments each batch on the device
             it is moved to (:mod:`glimpse.data.images.device_decode`; other formats are decoded in
-            the workers). Batches are :class:`LabelledImages` either way.
+            the workers), the next batch while the model trains on this one
+            (:class:`~glimpse.data.prefetch.PrefetchingLoader`, attached to a trainer). Batches
+            are :class:`LabelledImages` either way.
     """
 
     KIND = LABELLED_IMAGES
@@ -284,7 +287,16 @@ class ImageFolderDataModule(GlimpseDataModule):
             if self.decode_device == "cuda"
             else collate_labelled_images
         )
-        return self.loader(self.dataset(split), split == "train", collate)
+        if self.decode_device != "cuda":
+            return self.loader(self.dataset(split), split == "train", collate)
+        return self.loader(
+            self.dataset(split), split == "train", collate, prepare_on_device=self.decode_on
+        )
+
+    def decode_on(self, batch: EncodedImages, device: torch.device) -> LabelledImages:
+        """``batch`` decoded and transformed on ``device``: what Lightning's transfer and
+        :meth:`on_after_batch_transfer` do to it, done ahead by the prefetching loader."""
+        return self.on_after_batch_transfer(labels_to_device(batch, device), 0)
 
     def transfer_batch_to_device(
         self, batch: object, device: torch.device, dataloader_idx: int
