@@ -12,7 +12,7 @@ TORCH_PAIR := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
 .PHONY: install train test lint bench bench-classification bench-captioning bench-detection \
-	bench-ssl bench-clip clean
+	bench-ssl bench-clip bench-compile gpu-check clean
 
 install: $(STAMP)
 
@@ -62,6 +62,11 @@ bench-ssl: install
 # weights), and the zero-shot classifier's build time against open_clip's.
 bench-clip: install
 	OMP_NUM_THREADS=$(BENCH_THREADS) $(PY) benchmarks/clip.py --threads $(BENCH_THREADS) $(ARGS)
+
+# torch.compile against eager on the CPU: training steps of ViT-S, Swin-T, the char Transformer
+# and DETR's transformer (benchmarks/compile.py).
+bench-compile: install
+	OMP_NUM_THREADS=$(BENCH_THREADS) $(PY) benchmarks/compile.py --threads $(BENCH_THREADS) $(ARGS)
 
 clean:
 	rm -rf $(VENV) logs .pytest_cache .ruff_cache

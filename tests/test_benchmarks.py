@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import json
 
-from conftest import run_script
+from conftest import REPO, run_script
+
+
+def run_benchmark(name: str, *args: str, cwd):
+    """``benchmarks/<name>`` of this checkout with ``args``, run from ``cwd``."""
+    return run_script(str(REPO / "benchmarks" / name), *args, cwd=cwd)
 
 
 def test_classification_benchmark_writes_pairs_and_pipeline_results(tmp_path):
     output = tmp_path / "classification.json"
-    result = run_script(
-        "benchmarks/classification.py",
+    result = run_benchmark(
+        "classification.py",
         "--models",
         "vit_s16",
         "pvt_small",
@@ -49,8 +54,8 @@ def test_classification_benchmark_writes_pairs_and_pipeline_results(tmp_path):
 
 def test_charlm_benchmark_writes_its_case(tmp_path):
     output = tmp_path / "charlm.json"
-    result = run_script(
-        "benchmarks/charlm.py",
+    result = run_benchmark(
+        "charlm.py",
         "--cases",
         "transformer",
         "--rounds",
@@ -81,8 +86,8 @@ def test_charlm_benchmark_writes_its_case(tmp_path):
 
 def test_captioning_benchmark_writes_training_and_decoding_results(tmp_path):
     output = tmp_path / "captioning.json"
-    result = run_script(
-        "benchmarks/captioning.py",
+    result = run_benchmark(
+        "captioning.py",
         "--arch",
         "resnet18",
         "--image-size",
@@ -141,8 +146,8 @@ def test_captioning_benchmark_writes_training_and_decoding_results(tmp_path):
 
 def test_detection_benchmark_writes_matcher_and_training_results(tmp_path):
     output = tmp_path / "detection.json"
-    result = run_script(
-        "benchmarks/detection.py",
+    result = run_benchmark(
+        "detection.py",
         "--matcher-batch-sizes",
         "2",
         "4",
@@ -195,8 +200,8 @@ def test_ssl_benchmark_writes_byol_and_dino_results(tmp_path):
     dino = ["--dino-backbone", "vit_test", "--dino-global-size", "32", "--dino-local-size", "16"]
     dino += ["--dino-local-crops", "2", "--dino-out-dim", "128", "--dino-hidden-dim", "64"]
     timing = ["--rounds", "1", "--warmup", "1", "--steps", "1", "--threads", "1"]
-    result = run_script(
-        "benchmarks/ssl_training.py",
+    result = run_benchmark(
+        "ssl_training.py",
         *sizes,
         *dino,
         *timing,
@@ -218,8 +223,8 @@ def test_clip_benchmark_writes_training_and_zeroshot_results(tmp_path):
     output = tmp_path / "clip.json"
     shape = ["--shapes", "tiny", "--batch-size", "4", "--vocab-size", "100", "--context-length"]
     zeroshot = ["--zeroshot-shape", "tiny", "--zeroshot-classes", "3", "--zeroshot-templates", "2"]
-    result = run_script(
-        "benchmarks/clip.py",
+    result = run_benchmark(
+        "clip.py",
         *shape,
         "8",
         "--rounds",
@@ -243,3 +248,26 @@ def test_clip_benchmark_writes_training_and_zeroshot_results(tmp_path):
     zeroshot_result = results["zeroshot"]
     assert zeroshot_result["prompts"] == 6 and zeroshot_result["max_abs_weight_difference"] <= 1e-4
     assert results["machine"]["torch_threads"] == 1
+
+
+def test_compile_benchmark_writes_both_sides_of_a_case(tmp_path):
+    output = tmp_path / "compile.json"
+    sizes = ["--parts", "char_transformer", "--batch-size", "2", "--seq-len", "8"]
+    timing = ["--rounds", "1", "--warmup", "0", "--steps", "1", "--threads", "1"]
+    # aot_eager traces and differentiates the same graphs as inductor without generating C++.
+    result = run_benchmark(
+        "compile.py",
+        *sizes,
+        *timing,
+        "--backend",
+        "aot_eager",
+        "--output",
+        str(output),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(output.read_text())
+    entry = results["cases"]["char_transformer"]
+    assert entry["eager"]["per_s"] > 0 and entry["compiled"]["per_s"] > 0 and entry["ratio"] > 0
+    assert entry["max_abs_loss_difference"] < 1e-4
+    assert len(results["machine"]["load_average_before"]) == 3
