@@ -121,7 +121,7 @@ def step(side: Side, case: Case) -> None:
     side.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     side.optimizer.step()
-    side.losses.append(float(loss))
+    side.losses.append(float(loss.detach()))
 
 
 def time_block(side: Side, case: Case, steps: int, device: torch.device) -> float:

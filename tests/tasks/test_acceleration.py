@@ -17,6 +17,7 @@ import torch
 from _helpers_ssl import dino_task, labelled_loader, multi_view_loader
 from conftest import make_corpus
 from lightning.pytorch.callbacks import Callback
+from torch._dynamo.utils import counters
 
 from glimpse.batches import LABELLED_IMAGES
 from glimpse.data.spec import DataSpec
@@ -47,6 +48,15 @@ class LossRecorder(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.losses.append(float(outputs["loss"]))
+
+
+def graphs_compiled() -> int:
+    """Graphs dynamo compiled since the counters were cleared, after checking that no network
+    fell back to eager for want of room in dynamo's cache (which would make every comparison
+    with eager pass trivially)."""
+    fallbacks = [r for r in counters["unimplemented"] if "recompile limit" in r.lower()]
+    assert not fallbacks, fallbacks
+    return counters["stats"]["unique_graphs"]
 
 
 def fit(task: L.LightningModule, steps: int, root, **data: Any) -> tuple[list[float], L.Trainer]:
@@ -101,6 +111,7 @@ def test_a_compiled_classifier_with_ema_trains_as_eager_and_checkpoints_eager_ke
     }
     eager, compiled = classifier(ema_decay=0.5), classifier(ema_decay=0.5)
     assert compile_networks(compiled, COMPILED) == ["net"] and is_compiled(compiled.net)
+    counters.clear()
     eager_losses, eager_trainer = fit(eager, 3, tmp_path / "eager", **loaders)
     losses, trainer = fit(compiled, 3, tmp_path / "compiled", **loaders)
     torch.testing.assert_close(losses, eager_losses, **TOLERANCE)
@@ -121,6 +132,7 @@ def test_a_compiled_classifier_with_ema_trains_as_eager_and_checkpoints_eager_ke
         compile_networks(recompiled, COMPILED)
         recompiled.load_state_dict(loaded.state_dict())
         torch.testing.assert_close(recompiled.eval()(images), expected, **TOLERANCE)
+    assert graphs_compiled() >= 3  # training, evaluation (EMA), the reloaded copy
 
 
 def test_a_compiled_scratch_lstm_carries_its_state_as_eager(tmp_path):
@@ -153,7 +165,9 @@ def test_a_compiled_scratch_lstm_carries_its_state_as_eager(tmp_path):
     compile_networks(compiled, COMPILED)
     loader = {"train_dataloaders": datamodule.train_dataloader()}
     eager_losses, _ = fit(eager, 4, tmp_path / "eager", **loader)
+    counters.clear()
     losses, _ = fit(compiled, 4, tmp_path / "compiled", **loader)
+    assert graphs_compiled() >= 1
     torch.testing.assert_close(losses, eager_losses, **TOLERANCE)
     for eager_state, state in zip(eager._state["train"], compiled._state["train"], strict=True):
         torch.testing.assert_close(state, eager_state, **TOLERANCE)
@@ -172,7 +186,9 @@ def test_compiled_dino_trains_its_teacher_as_eager_on_two_crop_sizes(tmp_path):
     assert not is_compiled(eager.teacher.backbone)
     loader = {"train_dataloaders": multi_view_loader(sizes=(32, 32, 16, 16))}
     eager_losses, _ = fit(eager, 2, tmp_path / "eager", **loader)
+    counters.clear()
     losses, _ = fit(compiled, 2, tmp_path / "compiled", **loader)
+    assert graphs_compiled() >= len(names)  # every network, the backbones for both sizes
     torch.testing.assert_close(losses, eager_losses, **TOLERANCE)
     teacher = compiled.teacher.state_dict()
     for name, value in eager.teacher.state_dict().items():

@@ -17,8 +17,10 @@ are built and before fitting:
   the captioning decoders) are unrolled into the graph; a batch of another shape (another
   caption length, DINO's local crops, DETR's padded sizes, a sampled prefix) compiles another
   graph, made shape-generic on the second size with ``compile_dynamic: null`` (torch's
-  automatic dynamic shapes), up to dynamo's ``recompile_limit`` graphs per module, past which
-  the module runs eagerly.
+  automatic dynamic shapes). Every module compiled this way shares one code object
+  (``nn.Module``'s call), whose graphs dynamo caps at ``recompile_limit`` (8) in all, so
+  :func:`compile_networks` raises that cap by :data:`GRAPHS_PER_NETWORK` graphs for each network
+  it compiles; past it a network runs eagerly (with dynamo's warning).
 * **Channels-last CNNs** on CUDA: the convolutional backbones (torchvision ResNets, the
   captioning encoder, DETR's backbone, CLIP's modified ResNet) get NHWC weights, and cuDNN then
   runs their convolutions in NHWC, the layout of tensor cores, converting the input at the
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch._dynamo
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -52,6 +55,9 @@ log = logging.getLogger(__name__)
 COMPILE_KEYS = ("compile", "compile_mode", "compile_dynamic")
 #: torch.compile's modes.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+#: Graphs (shapes, train and eval mode, with and without gradients) allowed per compiled
+#: network before it falls back to eager: dynamo's own per-function default.
+GRAPHS_PER_NETWORK = 8
 #: The networks run channels-last on CUDA.
 CONVOLUTIONAL_BACKBONES: tuple[type[nn.Module], ...] = (
     ResNet,
@@ -110,11 +116,14 @@ def build_task(model: DictConfig | Mapping[str, Any], spec: dict[str, Any]) -> G
 
 def compile_networks(task: GlimpseTask, settings: CompileSettings) -> list[str]:
     """Compile, in place, each of ``task.NETWORKS`` (dotted submodule names) with
-    ``settings``; returns the names. Compiling an already compiled module compiles it anew."""
+    ``settings``, and raise dynamo's cap on graphs by :data:`GRAPHS_PER_NETWORK` for each
+    (module docstring); returns the names. Compiling an already
+    compiled module compiles it anew."""
     compiled = list(task.NETWORKS)
     for name in compiled:
         module = task.get_submodule(name)
         module.compile(backend=settings.backend, mode=settings.mode, dynamic=settings.dynamic)
+    torch._dynamo.config.recompile_limit += GRAPHS_PER_NETWORK * len(compiled)
     log.info(
         "torch.compile (backend %s, mode %s, dynamic %s): %s",
         settings.backend,
