@@ -68,5 +68,11 @@ bench-clip: install
 bench-compile: install
 	OMP_NUM_THREADS=$(BENCH_THREADS) $(PY) benchmarks/compile.py --threads $(BENCH_THREADS) $(ARGS)
 
+# The GPU path in one call (benchmarks/gpu_check.py): every method eager and compiled under
+# trainer=gpu against its reference, the fast defaults, decode_device=cuda and DDP; at most
+# 8 minutes on one GPU. ARGS="--device cpu" runs the same checks on the CPU with tiny networks.
+gpu-check: install
+	$(PY) benchmarks/gpu_check.py $(ARGS)
+
 clean:
 	rm -rf $(VENV) logs .pytest_cache .ruff_cache

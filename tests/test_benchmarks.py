@@ -271,3 +271,56 @@ def test_compile_benchmark_writes_both_sides_of_a_case(tmp_path):
     assert entry["eager"]["per_s"] > 0 and entry["compiled"]["per_s"] > 0 and entry["ratio"] > 0
     assert entry["max_abs_loss_difference"] < 1e-4
     assert len(results["machine"]["load_average_before"]) == 3
+
+
+def test_gpu_check_runs_every_method_on_the_cpu(tmp_path):
+    """The CPU mode of ``make gpu-check`` (tiny networks, the aot_eager backend): every method
+    trains eager and compiled and is compared with its reference, the MFU cases count their
+    FLOPs, and every fast default has its line; DDP is left to the ddp_cpu tests."""
+    output = tmp_path / "gpu_check.json"
+    result = run_benchmark(
+        "gpu_check.py",
+        "--device",
+        "cpu",
+        "--parts",
+        "methods",
+        "defaults",
+        "decode",
+        "--steps",
+        "3",
+        "--warmup",
+        "1",
+        "--rounds",
+        "1",
+        "--line-steps",
+        "1",
+        "--workers",
+        "0",
+        "--threads",
+        "1",
+        "--output",
+        str(output),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(output.read_text())
+    assert report["failures"] == [] and report["settings"]["backend"] == "aot_eager"
+    assert len(report["methods"]) == 13
+    for name, entry in report["methods"].items():
+        for side in ("eager", "compiled"):
+            assert entry[side]["per_s"] > 0, (name, side)
+        if name != "char_lstm":  # torch.nn.LSTM (cuDNN) is not traced: no graph, eager
+            assert entry["compiled"]["graphs"] >= 1, name
+        assert "per_s" in entry["reference"] or entry["reference"]["none"], name
+    for name in ("vit_b16", "char_transformer"):
+        assert report["methods"][name]["eager"]["flops_per_step"] > 0
+    assert report["methods"]["vit_s"]["eager"]["vs_reference"] > 0
+    assert set(report["defaults"]) == {
+        "fused_adamw",
+        "channels_last",
+        "tf32",
+        "swin_sdpa",
+        "pinned_copy",
+    }
+    assert report["decode"]["prefetch"]["ratio"] > 0
+    assert "| ViT-B/16 |" in output.with_suffix(".md").read_text()

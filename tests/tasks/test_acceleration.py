@@ -196,6 +196,15 @@ def test_compiled_dino_trains_its_teacher_as_eager_on_two_crop_sizes(tmp_path):
     assert not torch.equal(teacher["backbone.pos_embed"], compiled.student.backbone.pos_embed)
 
 
+def test_compiling_a_fused_lstm_says_it_runs_eagerly(caplog):
+    spec = DataSpec(kind="text", vocab=("\ufffd", "a", "b"), metadata={"batching": "windows"})
+    net = {"_target_": "glimpse.models.char_rnn.CharRNN", "impl": "fused", "hidden_size": 8}
+    task = CharLanguageModelTask(spec.to_dict(), net, {"lr": 1e-3}, {"warmup_steps": 1})
+    with caplog.at_level("WARNING", logger="glimpse.tasks.acceleration"):
+        compile_networks(task, COMPILED)
+    assert "net holds a torch.nn.LSTM, which torch.compile does not trace" in caplog.text
+
+
 def test_compile_options_are_checked():
     assert CompileSettings.from_model_config({}) == CompileSettings()
     settings = CompileSettings.from_model_config(

@@ -20,7 +20,10 @@ are built and before fitting:
   automatic dynamic shapes). Every module compiled this way shares one code object
   (``nn.Module``'s call), whose graphs dynamo caps at ``recompile_limit`` (8) in all, so
   :func:`compile_networks` raises that cap by :data:`GRAPHS_PER_NETWORK` graphs for each network
-  it compiles; past it a network runs eagerly (with dynamo's warning).
+  it compiles; past it a network runs eagerly (with dynamo's warning). torch.nn's fused
+  recurrent layers (``nn.RNN``, ``nn.LSTM``, ``nn.GRU``: cuDNN kernels, ``impl=fused``) are not
+  traced by dynamo, which then runs the whole network holding one eagerly; a warning says so
+  (``impl=scratch`` compiles the cells' loop).
 * **Channels-last CNNs** on CUDA: the convolutional backbones (torchvision ResNets, the
   captioning encoder, DETR's backbone, CLIP's modified ResNet) get NHWC weights, and cuDNN then
   runs their convolutions in NHWC, the layout of tensor cores, converting the input at the
@@ -123,6 +126,15 @@ def compile_networks(task: GlimpseTask, settings: CompileSettings) -> list[str]:
     for name in compiled:
         module = task.get_submodule(name)
         module.compile(backend=settings.backend, mode=settings.mode, dynamic=settings.dynamic)
+        fused = [type(m).__name__ for m in module.modules() if isinstance(m, nn.RNNBase)]
+        if fused:
+            log.warning(
+                "model.compile: %s holds a torch.nn.%s, which torch.compile does not trace, so "
+                "it runs eagerly (cuDNN's fused kernels on a GPU); model.net.impl=scratch "
+                "compiles the recurrent cells instead.",
+                name,
+                fused[0],
+            )
     torch._dynamo.config.recompile_limit += GRAPHS_PER_NETWORK * len(compiled)
     log.info(
         "torch.compile (backend %s, mode %s, dynamic %s): %s",
