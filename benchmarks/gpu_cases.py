@@ -177,50 +177,38 @@ def char_transformer(gpu: bool) -> Case:
     return case
 
 
+#: timm's keyword arguments that shrink its ViTs to the test ViT's shape (CPU mode).
+TINY_TIMM_VIT = {"img_size": 32, "patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2}
+
+
+def vit(name: str, title: str, gpu: bool, ours: str, timm_name: str, batch: int) -> Case:
+    """Our ViT ``ours`` (``glimpse.models.vit``) against timm's ``timm_name`` of its shape;
+    the test ViT against timm's shrunk to it on the CPU."""
+    net, size = (ours, 224) if gpu else ("vit_test", 32)
+    shape = {"drop_path_rate": 0.1} if gpu else TINY_TIMM_VIT
+    reference = Reference(
+        f"timm {timm_name}" if gpu else "timm ViT (tiny)",
+        timm_model(timm_name, **shape),
+        cross_entropy,
+    )
+    overrides = ["model=vit", f"model.net._target_=glimpse.models.vit.{net}"]
+    return classifier(name, title, overrides, size, batch if gpu else 4, reference)
+
+
 def vit_s(gpu: bool) -> Case:
-    if gpu:
-        net, size, batch = "glimpse.models.vit.vit_small_patch16", 224, 128
-        reference = timm_model("vit_small_patch16_224", drop_path_rate=0.1)
-    else:
-        net, size, batch = "glimpse.models.vit.vit_test", 32, 4
-        reference = timm_model(
-            "vit_small_patch16_224", img_size=32, patch_size=4, embed_dim=32, depth=2, num_heads=2
-        )
-    ref = Reference(
-        "timm vit_small_patch16_224" if gpu else "timm ViT (tiny)", reference, cross_entropy
-    )
-    return classifier(
-        "vit_s", "ViT-S/16", ["model=vit", f"model.net._target_={net}"], size, batch, ref
-    )
+    return vit("vit_s", "ViT-S/16", gpu, "vit_small_patch16", "vit_small_patch16_224", 128)
 
 
 def vit_b16(gpu: bool) -> Case:
-    if gpu:
-        net, size, batch = "glimpse.models.vit.vit_base_patch16", 224, 64
-        reference = timm_model("vit_base_patch16_224", drop_path_rate=0.1)
-    else:
-        net, size, batch = "glimpse.models.vit.vit_test", 32, 4
-        reference = timm_model(
-            "vit_base_patch16_224", img_size=32, patch_size=4, embed_dim=32, depth=2, num_heads=2
-        )
-    ref = Reference(
-        "timm vit_base_patch16_224" if gpu else "timm ViT (tiny)", reference, cross_entropy
-    )
-    case = classifier(
-        "vit_b16", "ViT-B/16", ["model=vit", f"model.net._target_={net}"], size, batch, ref
-    )
-    case.flops_of = lambda net_, batch_: cross_entropy(net_, batch_)
+    case = vit("vit_b16", "ViT-B/16", gpu, "vit_base_patch16", "vit_base_patch16_224", 64)
+    case.flops_of = cross_entropy
     return case
 
 
 def deit_s(gpu: bool) -> Case:
     net = "deit_small_distilled_patch16" if gpu else "deit_test"
     size, batch = (224, 128) if gpu else (32, 4)
-    extra = (
-        {}
-        if gpu
-        else {"img_size": 32, "patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2}
-    )
+    extra = {} if gpu else TINY_TIMM_VIT
     ref = Reference(
         "timm deit_small_distilled_patch16_224",
         timm_model("deit_small_distilled_patch16_224", **extra),
