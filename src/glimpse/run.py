@@ -196,7 +196,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     * With an input (``image=`` one path or a list, ``text=``, ``prompt=``): the task's
       predictions for it (:meth:`~glimpse.tasks.base.GlimpseTask.predict_from`), printed on
-      stdout, their figures saved in the eval run's ``figures/``.
+      stdout, their figures saved in the eval run's ``figures/``; for a task that predicts
+      after its test split (a language model's ``prompt=``), after that test.
     * With ``eval=NAME``: that evaluation (:mod:`glimpse.evaluation`: linear probe, kNN,
       zero-shot, retrieval).
     * Otherwise the test split of the data (the checkpoint's own data config unless ``data=``
@@ -210,7 +211,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     task.apply_eval_options(cfg)
     data_cfg = cfg.get("data") or OmegaConf.create((meta.get("config") or {}).get("data"))
     inputs = _prediction_inputs(cfg, task, data_cfg)
-    if inputs.given:
+    if inputs.given and not task.PREDICTS_AFTER_TEST:
         return {"predictions": _show_predictions(task.predict_from(inputs, cfg), cfg)}
     if cfg.get("eval"):
         results = run_evaluation(cfg.eval, task, data_cfg, cfg)
