@@ -124,7 +124,8 @@ def test_without_data_the_checkpoints_own_zero_shot_set_is_classified(checkpoint
 def test_image_files_are_ranked_among_the_zero_shot_classes(checkpoint, image_folder, tmp_path):
     image = next((image_folder / "val" / "star").iterdir())
     cfg = compose_eval([f"ckpt_path={checkpoint}", f"image={image}"], tmp_path)
-    ((path, ranked),) = evaluate(cfg)["predictions"]
+    (prediction,) = evaluate(cfg)["predictions"]
+    path, ranked = prediction.source, prediction.value
     assert path == str(image) and len(ranked) == 5
     assert {name for name, _ in ranked} <= set(KINDS)
 
