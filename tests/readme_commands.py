@@ -138,8 +138,11 @@ def limits_for(command: Command) -> list[str]:
     if command.script != "train.py":
         return []
     added = list(TRAIN_LIMITS)
-    if command.override("trainer.val_check_interval") is not None:
-        # The command validates every N steps: after the one step here, so its val metrics exist.
+    if command.override("trainer.val_check_interval") is not None or command.override(
+        "hparams_search"
+    ):
+        # The command validates every N steps (or searches on a val metric): after the one step
+        # here, so its val metrics exist.
         added.append("trainer.val_check_interval=1")
     if command.override("hparams_search"):
         added += SEARCH_LIMITS

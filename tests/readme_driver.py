@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import runpy
 import subprocess
 import sys
@@ -51,6 +52,14 @@ def newest_sweep(since: float) -> Path | None:
     ``since``."""
     written = [path for path in Path("logs").glob("*/multiruns/*") if path.stat().st_mtime >= since]
     return max(written, key=lambda p: p.stat().st_mtime, default=None)
+
+
+def own_checkpoint(stderr: str) -> Path | None:
+    """The ``last.ckpt`` of the run folder the command announced (``Run directory: ...``), so
+    that a run of the other driver process is never taken for it."""
+    announced = re.findall(r"^Run directory: (.+)$", stderr, flags=re.MULTILINE)
+    path = Path(announced[-1].strip()) / "checkpoints" / "last.ckpt" if announced else None
+    return path if path is not None and path.is_file() else None
 
 
 def filled(words: list[str], checkpoint: Path | None, sweep: Path | None = None) -> list[str]:
@@ -142,7 +151,7 @@ def main(plan_file: str, results_file: str) -> None:
             code, out, err = run(argv)
             checkpoint = sweep = None
             if code == 0 and argv[0] == "train.py" and not item["compose_only"]:
-                checkpoint = newest_checkpoint(started)
+                checkpoint = own_checkpoint(err) or newest_checkpoint(started)
                 sweep = newest_sweep(started)
             if sweep is not None:
                 sweeps[item["page"]] = sweep
