@@ -62,6 +62,13 @@ def own_checkpoint(stderr: str) -> Path | None:
     return path if path is not None and path.is_file() else None
 
 
+def own_sweep(stderr: str) -> Path | None:
+    """The sweep folder the command announced when its sweep ended (``Sweep folder: ...``)."""
+    announced = re.findall(r"^Sweep folder: (.+?) \(\d+ jobs", stderr, flags=re.MULTILINE)
+    path = Path(announced[-1]) if announced else None
+    return path if path is not None and path.is_dir() else None
+
+
 def filled(words: list[str], checkpoint: Path | None, sweep: Path | None = None) -> list[str]:
     """``words`` with the checkpoint and sweep placeholders replaced."""
     if sweep is not None:
@@ -152,7 +159,7 @@ def main(plan_file: str, results_file: str) -> None:
             checkpoint = sweep = None
             if code == 0 and argv[0] == "train.py" and not item["compose_only"]:
                 checkpoint = own_checkpoint(err) or newest_checkpoint(started)
-                sweep = newest_sweep(started)
+                sweep = own_sweep(err) or newest_sweep(started)
             if sweep is not None:
                 sweeps[item["page"]] = sweep
             result = {
